@@ -1,0 +1,219 @@
+"""Orbax checkpoints: parameters, the whole optax state, step, configs and
+the tokenizer.
+
+Layout: `<checkpoint_dir>/<step>/` with three Orbax items:
+
+- `state`: a `TrainState` (step, params, optax state), restored straight into
+  the sharded layout of a given mesh;
+- `metadata`: JSON with the model and optimizer configs, the training
+  settings and a digest of the parameters (the checkpoint's fingerprint);
+- `tokenizer`: JSON holding the SentencePiece model (base64).
+
+Keeping the whole optax state lets the encoder read Adam's `nu` or
+Adafactor's `v_row`/`v_col` back (DESIGN.md section 1, "V").
+"""
+
+import base64
+import hashlib
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+
+from trak_jax import model as model_lib
+from trak_jax import optimizer as optimizer_lib
+from trak_jax import partitioning
+from trak_jax import tokenizer as tokenizer_lib
+
+
+class TrainState(NamedTuple):
+  step: jax.Array  # [] int32, number of updates applied
+  params: Any  # pytree of the model's parameters
+  opt_state: optax.OptState  # the optimizer's whole state
+
+
+class Checkpoint(NamedTuple):
+  """A checkpoint loaded onto a mesh."""
+
+  state: TrainState
+  model_config: model_lib.ModelConfig
+  optimizer_config: optimizer_lib.OptimizerConfig
+  tokenizer: tokenizer_lib.Tokenizer
+  metadata: dict[str, Any]  # everything in the `metadata` item
+  digest: str  # sha256 of the parameters, hex
+  path: str  # the step directory
+
+  @property
+  def params(self) -> Any:
+    return self.state.params
+
+  @property
+  def opt_state(self) -> optax.OptState:
+    return self.state.opt_state
+
+
+def params_digest(params: Any) -> str:
+  """sha256 over parameter paths, shapes, dtypes and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    array = np.asarray(jax.device_get(leaf))
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(f"{array.shape}{array.dtype}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
+def _manager(directory: str, *, max_to_keep: int | None = 3):
+  return ocp.CheckpointManager(
+    os.path.abspath(directory),
+    item_names=("state", "metadata", "tokenizer"),
+    options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+  )
+
+
+class CheckpointWriter:
+  """Saves training states under one directory, one subdirectory a step."""
+
+  def __init__(self, directory: str, *, max_to_keep: int | None = 3):
+    self.directory = os.path.abspath(directory)
+    self._manager = _manager(self.directory, max_to_keep=max_to_keep)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(
+    self,
+    state: TrainState,
+    *,
+    model_config: model_lib.ModelConfig,
+    optimizer_config: optimizer_lib.OptimizerConfig,
+    tokenizer: tokenizer_lib.Tokenizer,
+    extra_metadata: dict[str, Any] | None = None,
+  ) -> str:
+    """Saves `state` with its configs and tokenizer; returns the step dir."""
+    step = int(state.step)
+    metadata = {
+      "step": step,
+      "model_config": model_config.to_dict(),
+      "optimizer_config": optimizer_config.to_dict(),
+      "params_digest": params_digest(state.params),
+      **(extra_metadata or {}),
+    }
+    encoded = base64.b64encode(tokenizer.model_proto).decode("ascii")
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        metadata=ocp.args.JsonSave(metadata),
+        tokenizer=ocp.args.JsonSave({"sentencepiece_model": encoded}),
+      ),
+    )
+    self._manager.wait_until_finished()
+    return os.path.join(self.directory, str(step))
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_train_state(
+  model_config: model_lib.ModelConfig,
+  optimizer_config: optimizer_lib.OptimizerConfig,
+  mesh: Mesh,
+) -> TrainState:
+  """Shapes, dtypes and shardings of a `TrainState`, computing nothing."""
+  from trak_jax import train  # The train module builds states.
+
+  state, shardings = train.abstract_state_and_shardings(
+    model_config, optimizer_config, mesh
+  )
+  return jax.tree.map(
+    lambda leaf, sharding: jax.ShapeDtypeStruct(
+      leaf.shape, leaf.dtype, sharding=sharding
+    ),
+    state,
+    shardings,
+  )
+
+
+def resolve_checkpoint_dir(
+  path: str, step: int | None = None
+) -> tuple[str, int]:
+  """Finds (manager directory, step) for a run, checkpoint or step dir.
+
+  Raises:
+    FileNotFoundError: If no checkpoint is found at `path`.
+  """
+  path = os.path.abspath(path)
+  candidates = [os.path.join(path, "checkpoints"), path]
+  base = os.path.basename(path)
+  if base.isdigit():
+    candidates.append(os.path.dirname(path))
+    step = int(base) if step is None else step
+  for directory in candidates:
+    if not os.path.isdir(directory):
+      continue
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+    if steps:
+      chosen = steps[-1] if step is None else step
+      if chosen not in steps:
+        raise FileNotFoundError(
+          f"no step {chosen} in checkpoint directory {directory} (has {steps})"
+        )
+      return directory, chosen
+  raise FileNotFoundError(f"no Orbax checkpoint found at {path}")
+
+
+def load_checkpoint(
+  path: str, *, mesh: Mesh | None = None, step: int | None = None
+) -> Checkpoint:
+  """Loads a checkpoint onto `mesh`.
+
+  Args:
+    path: A training output directory, its `checkpoints/` directory, or one
+      step directory.
+    mesh: Mesh to place parameters and optimizer state on; all devices on the
+      `data` axis by default.
+    step: The step to load; the latest by default.
+
+  Returns:
+    The checkpoint, parameters and optimizer state sharded on `mesh`.
+
+  Raises:
+    FileNotFoundError: If there is no checkpoint at `path`.
+  """
+  directory, step = resolve_checkpoint_dir(path, step)
+  mesh = partitioning.make_mesh() if mesh is None else mesh
+  manager = _manager(directory, max_to_keep=None)
+  try:
+    header = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore(), tokenizer=ocp.args.JsonRestore()
+      ),
+    )
+    metadata = dict(header.metadata)
+    model_config = model_lib.ModelConfig.from_dict(metadata["model_config"])
+    optimizer_config = optimizer_lib.OptimizerConfig.from_dict(
+      metadata["optimizer_config"]
+    )
+    target = abstract_train_state(model_config, optimizer_config, mesh)
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
+    )
+  finally:
+    manager.close()
+  proto = base64.b64decode(header.tokenizer["sentencepiece_model"])
+  return Checkpoint(
+    state=restored.state,
+    model_config=model_config,
+    optimizer_config=optimizer_config,
+    tokenizer=tokenizer_lib.Tokenizer(proto),
+    metadata=metadata,
+    digest=metadata["params_digest"],
+    path=os.path.join(directory, str(step)),
+  )

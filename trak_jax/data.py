@@ -1,0 +1,265 @@
+"""Corpus and query files, and their tokenized, padded batches.
+
+Formats (DESIGN.md section 4): the corpus is JSONL `{"id", "text"}` or
+TFRecord `tf.train.Example` with the same features; queries are JSONL
+`{"id", "prompt", "target"}` with optional `relevant_ids` and `fact_id`.
+Malformed input raises `MalformedInputError` naming the file and line (or
+record), or, where the caller asks, is skipped and counted.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from trak_jax import tokenizer as tokenizer_lib
+
+
+class MalformedInputError(ValueError):
+  """An input record that cannot be used; says which file and line."""
+
+  def __init__(self, location: str, reason: str):
+    super().__init__(f"{location}: {reason}")
+    self.location = location
+    self.reason = reason
+
+
+class TooLongError(ValueError):
+  """A sequence longer than the model's length, with truncation off."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusExample:
+  id: str
+  text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+  id: str
+  prompt: str
+  target: str
+  relevant_ids: tuple[str, ...] = ()
+  fact_id: str | None = None
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ReadStats:
+  """What a read saw: records read, and (location, reason) of each skip."""
+
+  read: int = 0
+  skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+class Batch(NamedTuple):
+  token_ids: np.ndarray  # [batch, seq] int32, right-padded with 0
+  loss_mask: np.ndarray  # [batch, seq] float32, weight of predicting token t
+
+
+def parse_corpus_record(record: Any, *, location: str) -> CorpusExample:
+  """Validates one decoded corpus record (a dict).
+
+  Raises:
+    MalformedInputError: If `id` or `text` is missing, not a string or empty.
+  """
+  if not isinstance(record, dict):
+    raise MalformedInputError(location, "record is not a JSON object")
+  text = record.get("text")
+  if isinstance(text, bytes):
+    raise MalformedInputError(location, "field 'text' has undecodable bytes")
+  if text is None:
+    raise MalformedInputError(location, "missing field 'text'")
+  if not isinstance(text, str):
+    raise MalformedInputError(location, "field 'text' is not a string")
+  if not text.strip():
+    raise MalformedInputError(location, "field 'text' is empty")
+  example_id = record.get("id")
+  if not isinstance(example_id, str) or not example_id:
+    raise MalformedInputError(location, "missing or empty field 'id'")
+  return CorpusExample(id=example_id, text=text)
+
+
+def parse_corpus_line(line: bytes | str, *, location: str) -> CorpusExample:
+  """Parses one JSONL corpus line.
+
+  Raises:
+    MalformedInputError: On undecodable bytes, bad JSON or bad fields.
+  """
+  if isinstance(line, bytes):
+    try:
+      line = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+      raise MalformedInputError(
+        location, f"undecodable bytes: {error}"
+      ) from None
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as error:
+    raise MalformedInputError(location, f"bad JSON: {error}") from None
+  return parse_corpus_record(record, location=location)
+
+
+def _jsonl_lines(path: str) -> Iterator[tuple[str, bytes]]:
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, start=1):
+      if line.strip():
+        yield f"{path}:{number}", line
+
+
+def _tfrecord_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+  import tensorflow as tf  # Heavy; only TFRecord corpora need it.
+
+  for number, raw in enumerate(
+    tf.data.TFRecordDataset(path).as_numpy_iterator()
+  ):
+    location = f"{path}:record {number}"
+    example = tf.train.Example.FromString(raw)
+    record = {}
+    for key in ("id", "text"):
+      values = example.features.feature[key].bytes_list.value
+      if values:
+        # Undecodable bytes stay bytes; `parse_corpus_record` rejects them.
+        try:
+          record[key] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+          record[key] = values[0]
+    yield location, record
+
+
+def read_corpus(
+  path: str | os.PathLike,
+  *,
+  skip_malformed: bool = False,
+  stats: ReadStats | None = None,
+) -> Iterator[CorpusExample]:
+  """Reads a JSONL or TFRecord corpus.
+
+  Args:
+    path: A `.jsonl` file or a `.tfrecord` file of `tf.train.Example`s.
+    skip_malformed: Skip malformed records (counted in `stats`) instead of
+      raising.
+    stats: Filled with counts of what was read and skipped.
+
+  Yields:
+    The corpus examples, in file order.
+
+  Raises:
+    MalformedInputError: On a malformed record, unless `skip_malformed`.
+  """
+  path = os.fspath(path)
+  stats = ReadStats() if stats is None else stats
+  is_tfrecord = ".tfrecord" in os.path.basename(path)
+  records = _tfrecord_records(path) if is_tfrecord else _jsonl_lines(path)
+  while True:
+    try:
+      location, record = next(records)
+      if is_tfrecord:
+        example = parse_corpus_record(record, location=location)
+      else:
+        example = parse_corpus_line(record, location=location)
+    except StopIteration:
+      return
+    except MalformedInputError as error:
+      if not skip_malformed:
+        raise
+      stats.skipped.append((error.location, error.reason))
+      continue
+    stats.read += 1
+    yield example
+
+
+def read_queries(path: str | os.PathLike) -> list[Query]:
+  """Reads a JSONL query file.
+
+  Raises:
+    MalformedInputError: On a line that is not a valid query.
+  """
+  queries = []
+  for location, line in _jsonl_lines(os.fspath(path)):
+    try:
+      record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+      raise MalformedInputError(location, f"bad JSON: {error}") from None
+    if not isinstance(record, dict):
+      raise MalformedInputError(location, "record is not a JSON object")
+    for key in ("id", "prompt", "target"):
+      if not isinstance(record.get(key), str) or not record[key]:
+        raise MalformedInputError(location, f"missing or empty field '{key}'")
+    known = {"id", "prompt", "target", "relevant_ids", "fact_id"}
+    queries.append(
+      Query(
+        id=record["id"],
+        prompt=record["prompt"],
+        target=record["target"],
+        relevant_ids=tuple(record.get("relevant_ids") or ()),
+        fact_id=record.get("fact_id"),
+        extra={k: v for k, v in record.items() if k not in known},
+      )
+    )
+  return queries
+
+
+def tokenize_text(
+  tokenizer: tokenizer_lib.Tokenizer,
+  text: str,
+  *,
+  max_len: int,
+  truncate: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Token ids and loss mask of a training example: loss on every token.
+
+  Returns:
+    ([n] int32 ids `[bos] + text + [eos]`, [n] float32 mask), n <= max_len.
+
+  Raises:
+    TooLongError: If the example is longer than `max_len` and not `truncate`.
+  """
+  ids = [tokenizer_lib.BOS_ID, *tokenizer.encode(text), tokenizer_lib.EOS_ID]
+  if len(ids) > max_len:
+    if not truncate:
+      raise TooLongError(f"{len(ids)} tokens > max_len={max_len}")
+    ids = ids[:max_len]
+  mask = np.ones(len(ids), np.float32)
+  mask[0] = 0.0  # Nothing predicts the first token.
+  return np.asarray(ids, np.int32), mask
+
+
+def tokenize_query(
+  tokenizer: tokenizer_lib.Tokenizer,
+  prompt: str,
+  target: str,
+  *,
+  max_len: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Token ids and loss mask of a query: loss on the target tokens only.
+
+  Returns:
+    ([n] int32 ids `[bos] + prompt + target`, [n] float32 mask).
+
+  Raises:
+    TooLongError: If prompt and target do not fit in `max_len`.
+  """
+  prompt_ids = [tokenizer_lib.BOS_ID, *tokenizer.encode(prompt)]
+  target_ids = tokenizer.encode(target)
+  ids = prompt_ids + target_ids
+  if len(ids) > max_len:
+    raise TooLongError(f"query has {len(ids)} tokens > max_len={max_len}")
+  mask = np.zeros(len(ids), np.float32)
+  mask[len(prompt_ids) :] = 1.0
+  return np.asarray(ids, np.int32), mask
+
+
+def pad_batch(
+  sequences: Sequence[tuple[np.ndarray, np.ndarray]], *, seq_len: int
+) -> Batch:
+  """Right-pads (ids, mask) pairs into a `Batch` of shape [n, seq_len]."""
+  token_ids = np.zeros((len(sequences), seq_len), np.int32)
+  loss_mask = np.zeros((len(sequences), seq_len), np.float32)
+  for row, (ids, mask) in enumerate(sequences):
+    token_ids[row, : len(ids)] = ids
+    loss_mask[row, : len(mask)] = mask
+  return Batch(token_ids=token_ids, loss_mask=loss_mask)

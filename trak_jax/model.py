@@ -1,0 +1,291 @@
+"""A GPT-2 family decoder-only transformer with logical axis names.
+
+Learned positions, pre-LayerNorm blocks, GELU MLP and tied input/output
+embeddings. Every parameter carries logical axis names
+(`nn.with_logical_partitioning`), which `trak_jax.partitioning` maps to mesh
+axes.
+
+Every matrix multiply with a parameter records, for the TrackStar encoder, the
+per-token quantities its weight gradient is built from:
+
+- its input, sown into the `layer_inputs` collection (only when that
+  collection is mutable), and
+- a zero perturbation added to its output (`perturbations` collection, only
+  when that collection is passed in); the gradient with respect to it is the
+  per-token output gradient.
+
+A dense kernel's gradient is then `sum_t a_t δ_tᵀ` (inputs times output
+gradients, summed over tokens), which `trak_jax.gradients` projects without
+ever materialising it. Both records cost nothing in ordinary training, where
+neither collection is present.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYER_INPUTS = "layer_inputs"
+PERTURBATIONS = "perturbations"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shape of the transformer.
+
+  Attributes:
+    vocab_size: Number of tokens, including pad (0), unk, bos and eos.
+    d_model: Width of the residual stream.
+    num_layers: Number of transformer blocks.
+    num_heads: Attention heads; must divide `d_model`.
+    d_ff: Hidden width of the MLP.
+    max_len: Longest sequence (number of learned positions).
+    dtype: Activation dtype name, e.g. "float32" or "bfloat16".
+    layer_norm_epsilon: LayerNorm epsilon.
+  """
+
+  vocab_size: int = 2048
+  d_model: int = 128
+  num_layers: int = 4
+  num_heads: int = 4
+  d_ff: int = 512
+  max_len: int = 64
+  dtype: str = "float32"
+  layer_norm_epsilon: float = 1e-5
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(
+        f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
+      )
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+    return cls(**values)
+
+
+def _record_input(module: nn.Module, name: str, inputs: jax.Array) -> None:
+  """Sows `inputs` under `name`, keeping only the latest value."""
+  module.sow(
+    LAYER_INPUTS,
+    name,
+    inputs,
+    init_fn=lambda: None,
+    reduce_fn=lambda _, latest: latest,
+  )
+
+
+class Dense(nn.Module):
+  """`inputs @ kernel + bias` with a [in, out] kernel and its records."""
+
+  features: int
+  kernel_axes: tuple[str, str]
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.normal(stddev=0.02)
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+      (inputs.shape[-1], self.features),
+    )
+    _record_input(self, "kernel", inputs)
+    # [..., in] @ [in, out] -> [..., out]
+    outputs = inputs.astype(self.dtype) @ kernel.astype(self.dtype)
+    outputs = self.perturb("kernel", outputs)
+    if not self.use_bias:
+      return outputs
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[1:]),
+      (self.features,),
+    )
+    return outputs + bias.astype(self.dtype)
+
+
+class Embed(nn.Module):
+  """Token embedding, tied to the output logits."""
+
+  vocab_size: int
+  features: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param(
+      "embedding",
+      nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=0.02), ("vocab", "embed")
+      ),
+      (self.vocab_size, self.features),
+    )
+
+  def __call__(self, token_ids: jax.Array) -> jax.Array:
+    _record_input(self, "lookup", token_ids)
+    # [batch, seq] -> [batch, seq, d_model]
+    embedded = jnp.take(self.embedding, token_ids, axis=0).astype(self.dtype)
+    return self.perturb("lookup", embedded)
+
+  def attend(self, hidden: jax.Array) -> jax.Array:
+    _record_input(self, "logits", hidden)
+    # [batch, seq, d_model] @ [d_model, vocab] -> [batch, seq, vocab]
+    logits = hidden.astype(self.dtype) @ self.embedding.T.astype(self.dtype)
+    return self.perturb("logits", logits)
+
+
+def _layer_norm(name: str, epsilon: float) -> nn.LayerNorm:
+  return nn.LayerNorm(
+    epsilon=epsilon,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
+
+
+class CausalSelfAttention(nn.Module):
+  """Multi-head causal self-attention."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array) -> jax.Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    head_dim = cfg.d_model // cfg.num_heads
+    batch, seq, _ = hidden.shape
+
+    def project(name: str) -> jax.Array:
+      # Softmax ignores a key bias (it shifts every score of a query
+      # equally), so its gradient is zero; the key projection has none.
+      out = Dense(
+        cfg.d_model,
+        ("embed", "heads"),
+        use_bias=name != "key",
+        dtype=dtype,
+        name=name,
+      )(hidden)
+      # [batch, seq, d_model] -> [batch, seq, heads, head_dim]
+      return out.reshape(batch, seq, cfg.num_heads, head_dim)
+
+    query, key, value = project("query"), project("key"), project("value")
+    # [batch, heads, seq, seq]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(
+      head_dim
+    ).astype(dtype)
+    causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+    scores = jnp.where(causal, scores, jnp.finfo(dtype).min)
+    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(dtype)
+    # [batch, seq, heads, head_dim] -> [batch, seq, d_model]
+    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(
+      batch, seq, cfg.d_model
+    )
+    return Dense(cfg.d_model, ("heads", "embed"), dtype=dtype, name="out")(
+      attended
+    )
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm transformer block."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array) -> jax.Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    eps = cfg.layer_norm_epsilon
+    hidden = hidden + CausalSelfAttention(cfg, name="attention")(
+      _layer_norm("attention_norm", eps)(hidden)
+    )
+    mlp_in = _layer_norm("mlp_norm", eps)(hidden)
+    mlp_hidden = Dense(cfg.d_ff, ("embed", "mlp"), dtype=dtype, name="wi")(
+      mlp_in
+    )
+    mlp_out = Dense(cfg.d_model, ("mlp", "embed"), dtype=dtype, name="wo")(
+      nn.gelu(mlp_hidden)
+    )
+    return hidden + mlp_out
+
+
+class Transformer(nn.Module):
+  """Decoder-only language model: token ids -> next-token logits."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, token_ids: jax.Array) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      token_ids: [batch, seq] int32 token ids, right-padded with 0.
+
+    Returns:
+      [batch, seq, vocab] float32 logits for the next token.
+    """
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, name="embed")
+    positions = self.param(
+      "positions",
+      nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=0.01), ("length", "embed")
+      ),
+      (cfg.max_len, cfg.d_model),
+    )
+    seq = token_ids.shape[1]
+    if seq > cfg.max_len:
+      raise ValueError(f"sequence length {seq} exceeds max_len={cfg.max_len}")
+    # [batch, seq, d_model] + [1, seq, d_model]
+    hidden = embed(token_ids) + positions[None, :seq].astype(dtype)
+    for layer in range(cfg.num_layers):
+      hidden = Block(cfg, name=f"block_{layer}")(hidden)
+    hidden = _layer_norm("final_norm", cfg.layer_norm_epsilon)(hidden)
+    return embed.attend(hidden).astype(jnp.float32)
+
+
+def token_losses(
+  logits: jax.Array, token_ids: jax.Array, loss_mask: jax.Array
+) -> jax.Array:
+  """Masked next-token cross-entropy per position.
+
+  Args:
+    logits: [batch, seq, vocab] logits for the token after each position.
+    token_ids: [batch, seq] the input ids; position t predicts id t + 1.
+    loss_mask: [batch, seq] weight of predicting token t (0 for the first
+      position, padding, and, for queries, the prompt).
+
+  Returns:
+    [batch, seq - 1] weighted cross-entropy of each predicted token.
+  """
+  log_probs = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+  targets = token_ids[:, 1:]
+  # [batch, seq - 1, vocab] -> [batch, seq - 1]
+  picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  return -picked * loss_mask[:, 1:]
+
+
+def example_losses(
+  model: Transformer,
+  params: Any,
+  token_ids: jax.Array,
+  loss_mask: jax.Array,
+) -> jax.Array:
+  """Summed token cross-entropy per example (DESIGN.md section 1, "Loss").
+
+  Args:
+    model: The transformer.
+    params: Its parameters (the `params` collection, unboxed).
+    token_ids: [batch, seq] int32.
+    loss_mask: [batch, seq] float weights, see `token_losses`.
+
+  Returns:
+    [batch] float32 losses.
+  """
+  logits = model.apply({"params": params}, token_ids)
+  return token_losses(logits, token_ids, loss_mask).sum(axis=-1)
