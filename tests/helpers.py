@@ -45,3 +45,51 @@ def tiny_train_config(**overrides) -> train_lib.TrainConfig:
   )
   values.update(overrides)
   return train_lib.TrainConfig(**values)
+
+
+def trained_state(
+  optimizer: str = "adafactor",
+  *,
+  mesh=None,
+  steps: int = 3,
+  model_config: model_lib.ModelConfig = TINY_MODEL,
+):
+  """A tiny model after a few steps on random tokens: (state, batches)."""
+  import jax
+
+  from trak_jax import partitioning
+
+  mesh = mesh or partitioning.make_mesh(devices=jax.devices()[:1])
+  optimizer_config = tiny_optimizer(optimizer)
+  state = train_lib.init_state(model_config, optimizer_config, mesh, seed=0)
+  step_fn = train_lib.make_train_step(model_config, optimizer_config, mesh)
+  for step in range(steps):
+    state, _ = step_fn(
+      state, random_batch(seed=step, model_config=model_config)
+    )
+  return state
+
+
+def random_batch(
+  *,
+  seed: int = 0,
+  batch_size: int = 8,
+  seq_len: int = 24,
+  model_config: model_lib.ModelConfig = TINY_MODEL,
+  lengths=None,
+):
+  """Random token sequences of random lengths, right-padded."""
+  import numpy as np
+
+  from trak_jax import data as data_lib
+
+  rng = np.random.default_rng(seed)
+  if lengths is None:
+    lengths = rng.integers(seq_len // 2, seq_len + 1, batch_size)
+  sequences = []
+  for length in lengths:
+    ids = rng.integers(4, model_config.vocab_size, length).astype(np.int32)
+    mask = np.ones(length, np.float32)
+    mask[0] = 0
+    sequences.append((ids, mask))
+  return data_lib.pad_batch(sequences, seq_len=seq_len)

@@ -189,6 +189,15 @@ def read_queries(path: str | os.PathLike) -> list[Query]:
     for key in ("id", "prompt", "target"):
       if not isinstance(record.get(key), str) or not record[key]:
         raise MalformedInputError(location, f"missing or empty field '{key}'")
+    relevant = record.get("relevant_ids", [])
+    if not isinstance(relevant, list) or not all(
+      isinstance(r, str) for r in relevant
+    ):
+      raise MalformedInputError(
+        location, "field 'relevant_ids' is not a list of strings"
+      )
+    if not isinstance(record.get("fact_id", ""), str):
+      raise MalformedInputError(location, "field 'fact_id' is not a string")
     known = {"id", "prompt", "target", "relevant_ids", "fact_id"}
     queries.append(
       Query(

@@ -14,9 +14,7 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
 OPERATIVE_CONFIG = "config.gin"
 
 
-def parse(
-  gin_files: Sequence[str], gin_bindings: Sequence[str] = ()
-) -> None:
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
   """Parses config files and bindings; includes resolve against `gin/`.
 
   Raises:

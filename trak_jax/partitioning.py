@@ -46,8 +46,11 @@ def make_mesh(
   """
   devices = list(jax.devices() if devices is None else devices)
   sizes = [data, model]
-  if sizes.count(-1) > 1:
-    raise ValueError("at most one mesh axis may be -1")
+  if sizes.count(-1) > 1 or any(s < 1 and s != -1 for s in sizes):
+    raise ValueError(
+      "mesh axis sizes must be positive, with at most one -1; got "
+      f"data={data}, model={model}"
+    )
   if -1 in sizes:
     known = int(np.prod([s for s in sizes if s != -1]))
     if len(devices) % known:

@@ -80,6 +80,9 @@ def answer_queries(
 ) -> Answers:
   """Scores each query's target and decodes the model's own answer.
 
+  A prompt longer than `max_len - new_tokens` is cut to fit before decoding
+  the shown prediction; `correct` and `target_log_prob` always see it whole.
+
   Args:
     params: Model parameters.
     model_config: Model shape.
@@ -124,11 +127,17 @@ def answer_queries(
 def accuracy_by_group(
   correct: np.ndarray, groups: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-  """Share correct, overall (key "all") and per group label."""
+  """Share correct, overall (key "all") and per group label.
+
+  Raises:
+    ValueError: If a group is itself called "all".
+  """
   members = collections.defaultdict(list)
   for flag, group in zip(correct, groups, strict=True):
-    members["all"].append(bool(flag))
+    if str(group) == "all":
+      raise ValueError("group label 'all' is reserved for the overall share")
     members[str(group)].append(bool(flag))
+  members["all"] = [bool(flag) for flag in correct]
   return {
     group: {"queries": len(flags), "accuracy": float(np.mean(flags))}
     for group, flags in members.items()

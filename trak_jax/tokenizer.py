@@ -64,7 +64,10 @@ class Tokenizer:
     return self._processor.encode(text)
 
   def decode(self, ids: Iterable[int]) -> str:
-    return self._processor.decode([int(i) for i in ids if int(i) > EOS_ID])
+    special = (PAD_ID, BOS_ID, EOS_ID)
+    return self._processor.decode(
+      [int(i) for i in ids if int(i) not in special]
+    )
 
   def __getstate__(self):
     return {"model_proto": self.model_proto}

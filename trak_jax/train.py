@@ -291,9 +291,14 @@ def train(
     vocab_size=model_config.vocab_size,
     path=os.path.join(output_dir, "tokenizer.model"),
   )
-  model_config = dataclasses.replace(
-    model_config, vocab_size=tokenizer.vocab_size
-  )
+  # The configured vocab_size stays: SentencePiece may return fewer pieces,
+  # and an arbitrary count need not divide over the `model` mesh axis. Rows
+  # past the tokenizer's are never looked up.
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise ValueError(
+      f"tokenizer has {tokenizer.vocab_size} pieces, more than the model's "
+      f"vocab_size={model_config.vocab_size}"
+    )
   corpus = tokenize_corpus(examples, tokenizer, seq_len=cfg.seq_len)
   mesh = partitioning.make_mesh(
     data=cfg.mesh_data, model=cfg.mesh_model, devices=devices
@@ -341,7 +346,14 @@ def _restore_or_init(writer, model_config, optimizer_config, mesh, *, seed):
 
 
 def _loop(
-  state, step_fn, corpus, cfg, *, save, output_dir, stop_after_steps,
+  state,
+  step_fn,
+  corpus,
+  cfg,
+  *,
+  save,
+  output_dir,
+  stop_after_steps,
   latest_path,
 ):
   """Runs steps from `state.step` to the end, logging and checkpointing."""

@@ -1,0 +1,350 @@
+"""The TrackStar encoder against brute force."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from tests import helpers
+from trak_jax import correction as correction_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import gradients, partitioning
+from trak_jax import hessian as hessian_lib
+from trak_jax import model as model_lib
+from trak_jax import projection as projection_lib
+from trak_jax import train as train_lib
+
+NO_HESSIAN = hessian_lib.HessianSpec(kind="none")
+
+
+@pytest.fixture(scope="module")
+def adafactor_state():
+  return helpers.trained_state("adafactor")
+
+
+@pytest.fixture(scope="module")
+def adam_state():
+  return helpers.trained_state("adamw")
+
+
+def make_encoder(
+  state,
+  *,
+  correction="none",
+  projection=None,
+  normalize=False,
+  mesh=None,
+  fix=None,
+  chunk_size=3,
+  model_config=helpers.TINY_MODEL,
+):
+  config = encoder_lib.EncoderConfig(
+    correction=correction_lib.CorrectionSpec(kind=correction),
+    projection=projection or projection_lib.ProjectionSpec(dim=256),
+    hessian=NO_HESSIAN,
+    normalize=normalize,
+    chunk_size=chunk_size,
+  )
+  if fix is None:
+    fix = correction_lib.from_checkpoint(
+      config.correction, state.opt_state, state.params
+    )
+  mesh = mesh or jax.tree.leaves(state.params)[0].sharding.mesh
+  return encoder_lib.TrackStarEncoder(
+    params=state.params,
+    model_config=model_config,
+    config=config,
+    correction=fix,
+    checkpoint_digest="digest",
+    mesh=mesh,
+  )
+
+
+def brute_force_features(encoder, batch):
+  """P (g ⊘ sqrt(V)) from whole `jax.grad` gradients, block by block."""
+  grad_fn = jax.jit(gradients.per_example_grads, static_argnums=0)
+  grads = gradients.flat_params(
+    grad_fn(encoder.model, encoder.params, batch.token_ids, batch.loss_mask)
+  )
+  size = batch.token_ids.shape[0]
+  spec, mats = encoder.config.projection, encoder.matrices
+  rows = []
+  for i in range(size):
+    pieces = []
+    for block in encoder.layout.blocks:
+      if block.path == projection_lib.VECTORS:
+        flat = np.concatenate(
+          [
+            np.asarray(
+              correction_lib.apply_to_gradient(
+                encoder.correction[p], grads[p][i]
+              )
+            ).reshape(-1)
+            for p in encoder.layout.vector_paths
+          ]
+        )
+        pieces.append(
+          np.asarray(projection_lib.project_vectors(spec, mats, flat[None]))[0]
+        )
+        continue
+      corrected = correction_lib.apply_to_gradient(
+        encoder.correction[block.path], grads[block.path][i]
+      )
+      pieces.append(
+        np.asarray(projection_lib.project_matrix(spec, block, mats, corrected))
+      )
+    rows.append(np.concatenate(pieces))
+  return np.stack(rows)
+
+
+def assert_close(actual, expected, rtol=2e-4):
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def test_per_example_grads_equal_a_loop_of_grad(adafactor_state):
+  model = model_lib.Transformer(helpers.TINY_MODEL)
+  batch = helpers.random_batch(batch_size=4)
+  vmapped = gradients.per_example_grads(
+    model, adafactor_state.params, batch.token_ids, batch.loss_mask
+  )
+  for i in range(4):
+    single = jax.grad(
+      lambda p, i=i: model_lib.example_losses(
+        model, p, batch.token_ids[i : i + 1], batch.loss_mask[i : i + 1]
+      ).sum()
+    )(adafactor_state.params)
+    jax.tree.map(
+      lambda v, s, i=i: np.testing.assert_allclose(
+        v[i], s, rtol=1e-4, atol=1e-6
+      ),
+      vmapped,
+      single,
+    )
+
+
+def test_factors_materialize_to_the_whole_gradient(adafactor_state):
+  model = model_lib.Transformer(helpers.TINY_MODEL)
+  params = adafactor_state.params
+  batch = helpers.random_batch(batch_size=3)
+  factors = gradients.make_factor_fn(model, params)(
+    params, batch.token_ids, batch.loss_mask
+  )
+  whole = gradients.flat_params(
+    gradients.per_example_grads(model, params, batch.token_ids, batch.loss_mask)
+  )
+  flat = gradients.flat_params(params)
+  assert set(factors.matrices) | set(factors.vectors) == set(flat)
+  for path, terms in factors.matrices.items():
+    for i in range(3):
+      example = [jax.tree.map(lambda x, i=i: x[i], t) for t in terms]
+      got = gradients.materialize(example, flat[path].shape)
+      np.testing.assert_allclose(got, whole[path][i], rtol=1e-4, atol=1e-6)
+  for path, grad in factors.vectors.items():
+    np.testing.assert_allclose(grad, whole[path], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["none", "adafactor", "adam", "estimated"])
+def test_kronecker_equals_explicit_projection(
+  kind, adafactor_state, adam_state
+):
+  state = adam_state if kind == "adam" else adafactor_state
+  batch = helpers.random_batch(batch_size=5)
+  fix = None
+  if kind == "estimated":
+    model = model_lib.Transformer(helpers.TINY_MODEL)
+    sample = helpers.random_batch(seed=7, batch_size=6)
+    fix = correction_lib.estimate(
+      [
+        gradients.per_example_grads(
+          model, state.params, sample.token_ids, sample.loss_mask
+        )
+      ],
+      state.params,
+      epsilon=1e-12,
+    )
+  encoder = make_encoder(state, correction=kind, fix=fix)
+  if kind == "adafactor":  # All matrices factored: no gradient is formed.
+    assert all(
+      isinstance(encoder.correction[b.path], correction_lib.Factored)
+      for b in encoder.layout.blocks[:-1]
+    )
+  got = np.asarray(encoder.features(batch).features)
+  assert got.shape == (5, 256)
+  assert_close(got, brute_force_features(encoder, batch))
+
+
+def test_partly_factored_adafactor_mixes_both_paths():
+  # The 24 x 32 position table is below Adafactor's factoring size of 30,
+  # so it has an elementwise `v`; every other matrix is factored.
+  model_config = dataclasses.replace(
+    helpers.TINY_MODEL, d_model=32, d_ff=64, max_len=24
+  )
+  config = dataclasses.replace(
+    helpers.tiny_optimizer("adafactor"), min_dim_size_to_factor=30
+  )
+  mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+  state = train_lib.init_state(model_config, config, mesh, seed=0)
+  step = train_lib.make_train_step(model_config, config, mesh)
+  state, _ = step(state, helpers.random_batch(model_config=model_config))
+  encoder = make_encoder(
+    state, correction="adafactor", model_config=model_config
+  )
+  kinds = {type(encoder.correction[b.path]) for b in encoder.layout.blocks[:-1]}
+  assert kinds == {correction_lib.Factored, correction_lib.Elementwise}
+  batch = helpers.random_batch(seed=3, batch_size=4, model_config=model_config)
+  assert_close(
+    np.asarray(encoder.features(batch).features),
+    brute_force_features(encoder, batch),
+  )
+
+
+@pytest.mark.parametrize("kind", ["none", "dense"])
+def test_dense_and_exact_projection_equal_brute_force(kind, adafactor_state):
+  spec = projection_lib.ProjectionSpec(kind=kind, dim=256)
+  encoder = make_encoder(
+    adafactor_state, correction="adafactor", projection=spec
+  )
+  batch = helpers.random_batch(batch_size=3)
+  got = np.asarray(encoder.features(batch).features)
+  assert_close(got, brute_force_features(encoder, batch))
+  if kind == "none":
+    size = sum(x.size for x in jax.tree.leaves(adafactor_state.params))
+    assert got.shape == (3, size)
+
+
+def test_encoding_ignores_batch_and_padding(adafactor_state):
+  encoder = make_encoder(adafactor_state, correction="adafactor")
+  batch = helpers.random_batch(batch_size=6, seq_len=20)
+  alone = np.asarray(encoder.features(batch).features)
+  # The same examples padded to 32 tokens, in reverse order, with others.
+  lengths = (batch.token_ids > 0).sum(axis=1)
+  others = helpers.random_batch(seed=9, batch_size=2, seq_len=32)
+  ids = np.zeros((8, 32), np.int32)
+  mask = np.zeros((8, 32), np.float32)
+  ids[:6, :20], mask[:6, :20] = batch.token_ids[::-1], batch.loss_mask[::-1]
+  ids[6:], mask[6:] = others.token_ids, others.loss_mask
+  mixed = encoder.features(type(batch)(ids, mask))
+  assert_close(np.asarray(mixed.features[:6])[::-1], alone, rtol=1e-4)
+  assert (np.asarray(mixed.num_tokens[:6])[::-1] == lengths - 1).all()
+
+
+def test_same_seed_same_encodings_other_seed_differs(adafactor_state):
+  batch = helpers.random_batch(batch_size=4)
+
+  def features(seed):
+    spec = projection_lib.ProjectionSpec(dim=256, seed=seed)
+    encoder = make_encoder(adafactor_state, projection=spec)
+    return np.asarray(encoder.features(batch).features)
+
+  np.testing.assert_array_equal(features(1), features(1))
+  assert not np.allclose(features(1), features(2))
+
+
+def _jl_rms_z(projected, exact, layout_exact, layout, kind):
+  """RMS of (projected - exact inner product) / its expected std."""
+  gram = projected @ projected.T
+  true = exact @ exact.T
+  variance = np.zeros_like(true)
+  for block_exact, block in zip(
+    layout_exact.blocks, layout.blocks, strict=True
+  ):
+    sl = slice(block_exact.offset, block_exact.offset + block_exact.size)
+    part = exact[:, sl]
+    norms = np.linalg.norm(part, axis=1)
+    outer = np.outer(norms, norms) ** 2
+    inner = (part @ part.T) ** 2
+    if kind == "kronecker" and block.path != projection_lib.VECTORS:
+      k_left, k_right = block.out_shape
+      factor = 1 / k_left + 1 / k_right + 1 / (k_left * k_right)
+      variance += 2 * outer * factor
+    else:
+      variance += (inner + outer) / block.size
+  z = (gram - true) / np.sqrt(variance)
+  return float(np.sqrt(np.mean(z[np.triu_indices(len(z), 1)] ** 2)))
+
+
+@pytest.mark.parametrize("kind", ["dense", "kronecker"])
+def test_projection_preserves_inner_products(kind, adafactor_state):
+  batch = helpers.random_batch(batch_size=12)
+  exact_encoder = make_encoder(
+    adafactor_state, projection=projection_lib.ProjectionSpec(kind="none")
+  )
+  exact = np.asarray(exact_encoder.features(batch).features, np.float64)
+  errors = {}
+  for dim in (512, 4096):
+    spec = projection_lib.ProjectionSpec(kind=kind, dim=dim, seed=5)
+    encoder = make_encoder(adafactor_state, projection=spec)
+    projected = np.asarray(encoder.features(batch).features, np.float64)
+    assert projected.shape[1] == dim < exact.shape[1]
+    z = _jl_rms_z(projected, exact, exact_encoder.layout, encoder.layout, kind)
+    assert 0.05 < z < 1.5, f"d={dim}: error {z:.2f} x its expected std"
+    errors[dim] = np.abs(projected @ projected.T - exact @ exact.T).mean()
+  assert errors[4096] < errors[512]
+
+
+def test_sharded_encodings_equal_single_device(adafactor_state):
+  devices = jax.devices()
+  assert len(devices) == 8
+  mesh = partitioning.make_mesh(data=4, model=2, devices=devices)
+  _, shardings = train_lib.abstract_state_and_shardings(
+    helpers.TINY_MODEL, helpers.tiny_optimizer("adafactor"), mesh
+  )
+  sharded_state = jax.device_put(adafactor_state, shardings)
+  assert sharded_state.params["block_0"]["wi"]["kernel"].sharding.spec == (
+    jax.sharding.PartitionSpec(None, "model")
+  )
+  batch = helpers.random_batch(batch_size=8)
+  single = make_encoder(adafactor_state, correction="adafactor")
+  sharded = make_encoder(sharded_state, correction="adafactor", mesh=mesh)
+  out = sharded.features(batch)
+  assert out.features.sharding.spec[0] == "data"
+  assert_close(
+    np.asarray(out.features), np.asarray(single.features(batch).features)
+  )
+
+
+def test_normalised_encodings_have_unit_norm(adafactor_state):
+  encoder = make_encoder(
+    adafactor_state, correction="adafactor", normalize=True
+  )
+  out = encoder.encode(helpers.random_batch(batch_size=4))
+  np.testing.assert_allclose(
+    np.linalg.norm(np.asarray(out.features), axis=1), 1.0, rtol=1e-5
+  )
+  assert np.asarray(out.finite).all()
+
+
+def test_missing_optimizer_statistics_is_a_clear_error(adam_state):
+  with pytest.raises(correction_lib.MissingOptimizerStateError, match="v_row"):
+    make_encoder(adam_state, correction="adafactor")
+
+
+def test_fingerprint_names_the_differing_field(adafactor_state):
+  a = make_encoder(adafactor_state).fingerprint
+  spec = projection_lib.ProjectionSpec(dim=128)
+  b = make_encoder(adafactor_state, projection=spec).fingerprint
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError, match="'projection'"
+  ):
+    a.check_matches(b, what="store")
+  a.check_matches(make_encoder(adafactor_state).fingerprint, what="store")
+
+
+def test_presets_switch_one_component_each():
+  full = encoder_lib.preset("trackstar")
+  assert full.correction.kind == "adafactor" and full.normalize
+  assert full.hessian.kind == "mixed"
+  assert encoder_lib.preset("trackstar_no_correction").correction.kind == "none"
+  assert encoder_lib.preset("trackstar_no_hessian").hessian.kind == "none"
+  assert not encoder_lib.preset("trackstar_no_norm").normalize
+  dot = encoder_lib.preset("grad_dot")
+  assert (dot.correction.kind, dot.hessian.kind, dot.normalize) == (
+    "none",
+    "none",
+    False,
+  )
+  assert encoder_lib.preset("trak_like").hessian.kind == "train"
+  with pytest.raises(ValueError, match="unknown preset"):
+    encoder_lib.preset("tracin")

@@ -1,0 +1,208 @@
+"""Optimizer second-moment correction: g' = g ⊘ sqrt(V + ε).
+
+DESIGN.md section 1, "V". The statistics come from the optax state in the
+checkpoint, found by name with `optax.tree_utils`, never guessed:
+
+- `adam`: Adam's elementwise `nu`.
+- `adafactor`: Adafactor's factored `v_row`/`v_col`, V = (row ⊗ col) / mean
+  (row); the correction is then a row scaling and a column scaling, which the
+  Kronecker projection folds into its per-token factors. Parameters Adafactor
+  did not factor (vectors, small matrices) use its elementwise `v`.
+- `estimated`: V = mean squared per-example gradient over a sample, for
+  checkpoints saved without optimizer state. Recorded as such in every
+  fingerprint.
+- `none`: no correction (Grad-Dot, Grad-Cos).
+
+With factored V, ε is added to each factor: the row scale is
+(v_row / mean(v_row) + ε)^(-1/2) and the column scale (v_col + ε)^(-1/2), so
+the correction stays an exact product of the two.
+"""
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from trak_jax import gradients
+
+KINDS = ("none", "adam", "adafactor", "estimated")
+
+
+class MissingOptimizerStateError(ValueError):
+  """The checkpoint lacks the optimizer statistics a correction needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionSpec:
+  """Which second moments correct the gradients.
+
+  Attributes:
+    kind: One of "none", "adam", "adafactor", "estimated".
+    epsilon: ε in g / sqrt(V + ε).
+  """
+
+  kind: str = "adafactor"
+  epsilon: float = 1e-12
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"correction kind {self.kind!r} is not one of {KINDS}")
+
+
+class Elementwise(NamedTuple):
+  scale: jax.Array  # [*param_shape] (V + ε)^(-1/2)
+
+
+class Factored(NamedTuple):
+  rows: jax.Array  # [m] scale of each row of an [m, n] gradient
+  cols: jax.Array  # [n] scale of each column
+
+
+# A parameter's correction: Elementwise, Factored, or None (identity).
+Correction = dict[gradients.Path, Elementwise | Factored | None]
+
+
+def _single_stat(opt_state: Any, name: str, *, kind: str) -> Any:
+  found = optax.tree_utils.tree_get_all_with_path(opt_state, name)
+  if not found:
+    raise MissingOptimizerStateError(
+      f"correction '{kind}' needs the optimizer statistic '{name}', but the "
+      "checkpoint's optimizer state has none (was it trained with another "
+      "optimizer?). Choose the correction that matches the optimizer, or "
+      "'estimated' to estimate V from a sample of gradients."
+    )
+  if len(found) > 1:
+    paths = [jax.tree_util.keystr(path) for path, _ in found]
+    raise MissingOptimizerStateError(
+      f"optimizer statistic '{name}' is ambiguous: found at {paths}"
+    )
+  return found[0][1]
+
+
+def from_adam(opt_state: Any, params: Any, *, epsilon: float) -> Correction:
+  """Elementwise correction from Adam's `nu`."""
+  nu = gradients.flat_params(_single_stat(opt_state, "nu", kind="adam"))
+  return {
+    path: Elementwise(jax.lax.rsqrt(nu[path] + epsilon))
+    for path in gradients.flat_params(params)
+  }
+
+
+def _factored_axes(shape: tuple[int, ...]) -> tuple[int, int]:
+  """optax's (d1, d0): the second largest and the largest axis."""
+  order = np.argsort(shape)
+  return int(order[-2]), int(order[-1])
+
+
+def from_adafactor(
+  opt_state: Any, params: Any, *, epsilon: float
+) -> Correction:
+  """Factored correction from Adafactor's `v_row`/`v_col` (or its `v`)."""
+  stats = {
+    name: gradients.flat_params(_single_stat(opt_state, name, kind="adafactor"))
+    for name in ("v_row", "v_col", "v")
+  }
+  correction = {}
+  for path, param in gradients.flat_params(params).items():
+    if stats["v"][path].shape == param.shape:  # Adafactor did not factor it.
+      correction[path] = Elementwise(jax.lax.rsqrt(stats["v"][path] + epsilon))
+      continue
+    if param.ndim != 2:
+      raise ValueError(
+        f"factored statistics for {'/'.join(path)} of shape {param.shape}: "
+        "only matrices are supported"
+      )
+    v_row, v_col = stats["v_row"][path], stats["v_col"][path]
+    # As optax reconstructs V: the statistic along axis d1 is v_row / mean,
+    # the one along axis d0 is v_col.
+    d1, _ = _factored_axes(param.shape)
+    along_d1 = jax.lax.rsqrt(v_row / jnp.mean(v_row) + epsilon)
+    along_d0 = jax.lax.rsqrt(v_col + epsilon)
+    rows, cols = (along_d1, along_d0) if d1 == 0 else (along_d0, along_d1)
+    correction[path] = Factored(rows=rows, cols=cols)
+  return correction
+
+
+def estimate(
+  grad_batches: Iterable[Any], params: Any, *, epsilon: float
+) -> Correction:
+  """Elementwise correction from the mean squared per-example gradient.
+
+  Args:
+    grad_batches: Per-example gradient pytrees, each with a [batch] axis.
+    params: The parameters (for the structure).
+    epsilon: ε.
+
+  Returns:
+    The correction.
+
+  Raises:
+    ValueError: If the sample is empty.
+  """
+  sums, count = None, 0
+  for grads in grad_batches:
+    squares = jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
+    sums = squares if sums is None else jax.tree.map(jnp.add, sums, squares)
+    count += jax.tree.leaves(grads)[0].shape[0]
+  if not count:
+    raise ValueError("estimating V needs at least one example")
+  mean = gradients.flat_params(jax.tree.map(lambda s: s / count, sums))
+  return {
+    path: Elementwise(jax.lax.rsqrt(mean[path] + epsilon))
+    for path in gradients.flat_params(params)
+  }
+
+
+def identity(params: Any) -> Correction:
+  return {path: None for path in gradients.flat_params(params)}
+
+
+def from_checkpoint(
+  spec: CorrectionSpec, opt_state: Any, params: Any
+) -> Correction:
+  """The correction of `spec` from a checkpoint's optimizer state.
+
+  Raises:
+    MissingOptimizerStateError: If the statistics are not in `opt_state`.
+    ValueError: For `estimated`, which needs a gradient sample instead.
+  """
+  if spec.kind == "none":
+    return identity(params)
+  if spec.kind == "adam":
+    return from_adam(opt_state, params, epsilon=spec.epsilon)
+  if spec.kind == "adafactor":
+    return from_adafactor(opt_state, params, epsilon=spec.epsilon)
+  raise ValueError("correction 'estimated' is built with `estimate`")
+
+
+def apply_to_gradient(
+  correction: Elementwise | Factored | None, grad: jax.Array
+) -> jax.Array:
+  """Corrects one whole per-example gradient ([*param_shape])."""
+  if correction is None:
+    return grad
+  if isinstance(correction, Elementwise):
+    return grad * correction.scale
+  return grad * correction.rows[:, None] * correction.cols[None, :]
+
+
+def apply_to_term(
+  correction: Factored | None, term: gradients.Term
+) -> gradients.Term:
+  """Folds a factored correction into a term's per-token factors.
+
+  diag(r) (Σ_t a_t δ_tᵀ) diag(c) = Σ_t (r ⊙ a_t)(c ⊙ δ_t)ᵀ.
+  """
+  if correction is None:
+    return term
+  if term.is_gather:
+    # Rows are picked by id: each token's factor is its row's scale.
+    rows = correction.rows[term.left][..., None]
+    return gradients.Term(term.left, term.right * correction.cols * rows)
+  return gradients.Term(
+    term.left * correction.rows, term.right * correction.cols
+  )

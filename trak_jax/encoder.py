@@ -1,0 +1,402 @@
+"""The TrackStar encoder: one jitted, sharded program per batch.
+
+    g = ∇θ L(z)  ->  g' = g ⊘ sqrt(V + ε)  ->  φ = P g'          (features)
+    G = R^(-1/2) φ  ->  Ḡ = G / ‖G‖                              (encode)
+
+(DESIGN.md section 1.) `features` computes φ, what the corpus pass stores;
+`encode` also applies the Hessian preconditioner and the normalisation when
+the config asks for them. The batch is sharded over the mesh's `data` axis;
+the parameters keep the sharding they were loaded with.
+
+Per matrix parameter the encoder picks the cheapest exact path:
+
+- factored: correction none or Adafactor-factored with a Kronecker
+  projection: Σ_t (P_L r⊙a_t)(P_R c⊙δ_t)ᵀ from per-token factors, no m x n
+  gradient per example;
+- materialised: elementwise correction (Adam, estimated), or a dense or no
+  projection: ∇W is formed per example, `chunk_size` examples at a time.
+"""
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from trak_jax import correction as correction_lib
+from trak_jax import data as data_lib
+from trak_jax import gradients, partitioning
+from trak_jax import hessian as hessian_lib
+from trak_jax import model as model_lib
+from trak_jax import projection as projection_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Every stage of the encoder, each a switch (DESIGN.md, "Ablations").
+
+  Attributes:
+    correction: Optimizer second-moment correction.
+    projection: Random projection.
+    hessian: Task-specific Hessian approximation R (applied by `encode` once
+      a preconditioner is fitted; see `trak_jax.hessian`).
+    normalize: Unit-normalise the final encodings.
+    chunk_size: Examples per chunk where a layer's gradient is materialised.
+    dtype: Dtype of stored encodings, "float32" or "bfloat16".
+  """
+
+  correction: correction_lib.CorrectionSpec = correction_lib.CorrectionSpec()
+  projection: projection_lib.ProjectionSpec = projection_lib.ProjectionSpec()
+  hessian: hessian_lib.HessianSpec = hessian_lib.HessianSpec()
+  normalize: bool = True
+  chunk_size: int = 8
+  dtype: str = "float32"
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+  """What an encoding means; stores, Hessians and indexes compare it."""
+
+  checkpoint_digest: str
+  correction: str  # correction kind and ε, as JSON
+  projection: str  # projection kind, dims and layout, as JSON
+  seed: int
+  dim: int
+  dtype: str
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "Fingerprint":
+    return cls(**values)
+
+  def check_matches(self, other: "Fingerprint", *, what: str) -> None:
+    """Raises FingerprintMismatchError naming the first differing field."""
+    for field in dataclasses.fields(self):
+      mine, theirs = getattr(self, field.name), getattr(other, field.name)
+      if mine != theirs:
+        raise FingerprintMismatchError(
+          f"{what}: fingerprint field '{field.name}' differs: "
+          f"{mine!r} != {theirs!r}"
+        )
+
+
+class FingerprintMismatchError(ValueError):
+  """Two artifacts were made with different encoders."""
+
+
+class Encoded(NamedTuple):
+  features: jax.Array  # [batch, d] φ (or Ḡ from `encode`)
+  losses: jax.Array  # [batch] summed token loss
+  num_tokens: jax.Array  # [batch] tokens with loss weight
+  finite: jax.Array  # [batch] bool, every feature finite
+
+
+def _layout_digest(layout: projection_lib.Layout) -> str:
+  text = json.dumps([list(b) for b in layout.blocks], default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class TrackStarEncoder:
+  """Encodes batches of examples or queries with one checkpoint.
+
+  Args:
+    params: Model parameters (sharded on `mesh` as loaded).
+    model_config: The model's shape.
+    config: The encoder's stages.
+    correction: Per-parameter corrections (see `trak_jax.correction`).
+    checkpoint_digest: Digest of the checkpoint, for the fingerprint.
+    mesh: The mesh; the batch is sharded over its `data` axis.
+    preconditioner: R^(-1/2) for `encode`, or None.
+  """
+
+  def __init__(
+    self,
+    *,
+    params: Any,
+    model_config: model_lib.ModelConfig,
+    config: EncoderConfig,
+    correction: correction_lib.Correction,
+    checkpoint_digest: str,
+    mesh: Mesh,
+    preconditioner: hessian_lib.Preconditioner | None = None,
+  ):
+    self.params = params
+    self.model_config = model_config
+    self.config = config
+    self.mesh = mesh
+    self.model = model_lib.Transformer(model_config)
+    self.layout = projection_lib.make_layout(config.projection, params)
+    self.matrices = projection_lib.make_matrices(config.projection, self.layout)
+    self.correction = correction
+    self.preconditioner = preconditioner
+    self.fingerprint = Fingerprint(
+      checkpoint_digest=checkpoint_digest,
+      correction=json.dumps(dataclasses.asdict(config.correction)),
+      projection=json.dumps(
+        {
+          **dataclasses.asdict(config.projection),
+          "layout": _layout_digest(self.layout),
+        }
+      ),
+      seed=config.projection.seed,
+      dim=self.layout.dim,
+      dtype=config.dtype,
+    )
+    self._factor_fn = gradients.make_factor_fn(self.model, params)
+    self._features = self._compile(finalize=False)
+    self._encode = self._compile(finalize=True)
+
+  @property
+  def dim(self) -> int:
+    return self.layout.dim
+
+  def with_preconditioner(
+    self, preconditioner: hessian_lib.Preconditioner | None
+  ) -> "TrackStarEncoder":
+    """The same encoder with another R^(-1/2) (shares nothing mutable)."""
+    return TrackStarEncoder(
+      params=self.params,
+      model_config=self.model_config,
+      config=self.config,
+      correction=self.correction,
+      checkpoint_digest=self.fingerprint.checkpoint_digest,
+      mesh=self.mesh,
+      preconditioner=preconditioner,
+    )
+
+  def features(self, batch: data_lib.Batch) -> Encoded:
+    """φ = P (g ⊘ sqrt(V + ε)) per example: [batch, d]."""
+    return self._features(
+      self.params, self.matrices, self.correction, None, batch
+    )
+
+  def encode(self, batch: data_lib.Batch) -> Encoded:
+    """Final encodings: φ, then R^(-1/2) and normalisation as configured."""
+    if self.config.hessian.kind != "none" and self.preconditioner is None:
+      raise ValueError(
+        f"hessian '{self.config.hessian.kind}' is configured but no "
+        "preconditioner was fitted; fit one with trak_jax.hessian"
+      )
+    return self._encode(
+      self.params, self.matrices, self.correction, self.preconditioner, batch
+    )
+
+  def _compile(self, *, finalize: bool):
+    def program(params, matrices, correction, preconditioner, batch):
+      phi, losses = self._phi(params, matrices, correction, batch)
+      if finalize:
+        phi = finish(
+          phi,
+          preconditioner,
+          normalize=self.config.normalize,
+        )
+      num_tokens = batch.loss_mask[:, 1:].sum(axis=-1)
+      finite = jnp.all(jnp.isfinite(phi), axis=-1) & jnp.isfinite(losses)
+      phi = phi.astype(jnp.dtype(self.config.dtype))
+      return Encoded(phi, losses, num_tokens, finite)
+
+    rows = partitioning.batch_sharding(self.mesh, 1)
+    return jax.jit(
+      program,
+      in_shardings=(
+        partitioning.tree_shardings(self.params),
+        None,
+        None,
+        None,
+        data_lib.Batch(
+          partitioning.batch_sharding(self.mesh),
+          partitioning.batch_sharding(self.mesh),
+        ),
+      ),
+      out_shardings=Encoded(
+        partitioning.batch_sharding(self.mesh), rows, rows, rows
+      ),
+    )
+
+  def _phi(self, params, matrices, correction, batch):
+    """[batch, d] corrected, projected gradients, and [batch] losses."""
+    factors = self._factor_fn(params, batch.token_ids, batch.loss_mask)
+    flat = gradients.flat_params(params)
+    spec = self.config.projection
+    pieces = []
+    for block in self.layout.blocks:
+      if block.path == projection_lib.VECTORS:
+        continue
+      terms = factors.matrices[block.path]
+      fix = correction[block.path]
+      if spec.kind == "kronecker" and not isinstance(
+        fix, correction_lib.Elementwise
+      ):
+        terms = [correction_lib.apply_to_term(fix, t) for t in terms]
+        pieces.append(
+          projection_lib.kronecker_terms(
+            terms, matrices.left[block.path], matrices.right[block.path]
+          )
+        )
+      else:
+        pieces.append(
+          self._materialized(block, terms, fix, matrices, flat[block.path])
+        )
+    if self.layout.vector_paths:
+      vectors = jnp.concatenate(
+        [
+          correction_lib.apply_to_gradient(
+            correction[p], factors.vectors[p]
+          ).reshape(batch.token_ids.shape[0], -1)
+          for p in self.layout.vector_paths
+        ],
+        axis=-1,
+      )
+      pieces.append(projection_lib.project_vectors(spec, matrices, vectors))
+    return jnp.concatenate(pieces, axis=-1), factors.losses
+
+  def _materialized(self, block, terms, fix, matrices, param):
+    """Forms ∇W per example, `chunk_size` at a time, then projects it."""
+    spec = self.config.projection
+
+    def one(example_terms):
+      grad = gradients.materialize(example_terms, param.shape)
+      grad = correction_lib.apply_to_gradient(fix, grad)
+      return projection_lib.project_matrix(spec, block, matrices, grad)
+
+    return jax.lax.map(one, terms, batch_size=self.config.chunk_size)
+
+
+def finish(
+  phi: jax.Array,
+  preconditioner: hessian_lib.Preconditioner | None,
+  *,
+  normalize: bool,
+) -> jax.Array:
+  """G = R^(-1/2) φ, then Ḡ = G / ‖G‖ (DESIGN.md section 1)."""
+  if preconditioner is not None:
+    phi = hessian_lib.apply(preconditioner, phi)
+  if normalize:
+    norms = jnp.linalg.norm(phi, axis=-1, keepdims=True)
+    phi = phi / jnp.maximum(norms, jnp.finfo(phi.dtype).tiny)
+  return phi
+
+
+def batch_encodings(encoder: TrackStarEncoder, batch: data_lib.Batch):
+  """Host copies of `encoder.encode(batch)`."""
+  return jax.tree.map(np.asarray, encoder.encode(batch))
+
+
+def from_checkpoint(
+  checkpoint: Any,
+  config: EncoderConfig,
+  *,
+  estimation_batches: Any = None,
+  preconditioner: hessian_lib.Preconditioner | None = None,
+) -> TrackStarEncoder:
+  """Builds an encoder from a loaded `trak_jax.checkpoint.Checkpoint`.
+
+  Args:
+    checkpoint: The loaded checkpoint; its mesh is the encoder's.
+    config: The encoder's stages.
+    estimation_batches: For correction "estimated": an iterable of
+      `data_lib.Batch` whose per-example gradients estimate V.
+    preconditioner: R^(-1/2), if already fitted.
+
+  Returns:
+    The encoder.
+
+  Raises:
+    correction.MissingOptimizerStateError: If the checkpoint lacks the
+      statistics the correction needs.
+  """
+  params = checkpoint.params
+  mesh = jax.tree.leaves(params)[0].sharding.mesh
+  spec = config.correction
+  if spec.kind == "estimated":
+    if estimation_batches is None:
+      raise ValueError("correction 'estimated' needs estimation_batches")
+    model = model_lib.Transformer(checkpoint.model_config)
+    grad_fn = jax.jit(
+      lambda p, ids, mask: gradients.per_example_grads(model, p, ids, mask)
+    )
+    fix = correction_lib.estimate(
+      (grad_fn(params, b.token_ids, b.loss_mask) for b in estimation_batches),
+      params,
+      epsilon=spec.epsilon,
+    )
+  else:
+    fix = correction_lib.from_checkpoint(spec, checkpoint.opt_state, params)
+  return TrackStarEncoder(
+    params=params,
+    model_config=checkpoint.model_config,
+    config=config,
+    correction=fix,
+    checkpoint_digest=checkpoint.digest,
+    mesh=mesh,
+    preconditioner=preconditioner,
+  )
+
+
+def preset(
+  name: str,
+  *,
+  correction: str = "adafactor",
+  projection: projection_lib.ProjectionSpec | None = None,
+  hessian: hessian_lib.HessianSpec | None = None,
+) -> EncoderConfig:
+  """The methods the paper compares, as configurations of one encoder.
+
+  - grad_dot: TracIn at one checkpoint: no correction, no R, no norm.
+  - grad_cos: normalisation only.
+  - trak_like: R_train, no correction, no norm. (Without normalisation,
+    R^(-1/2) on both sides gives the same scores as a one-sided R⁻¹.)
+  - trackstar: correction, mixed R, normalisation.
+  - trackstar_no_correction / _no_hessian / _no_norm: one component off.
+
+  Args:
+    name: One of `PRESETS`.
+    correction: The correction TrackStar uses ("adafactor", "adam",
+      "estimated").
+    projection: Projection (default `ProjectionSpec()`).
+    hessian: The mixed Hessian of TrackStar (default `HessianSpec()`).
+
+  Returns:
+    The encoder config.
+  """
+  if name not in PRESETS:
+    raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
+  projection = projection or projection_lib.ProjectionSpec()
+  mixed = hessian or hessian_lib.HessianSpec()
+  fixed = correction_lib.CorrectionSpec(kind=correction)
+  plain = correction_lib.CorrectionSpec(kind="none")
+  none = dataclasses.replace(mixed, kind="none")
+  train_only = dataclasses.replace(mixed, kind="train")
+  table = {
+    "grad_dot": (plain, none, False),
+    "grad_cos": (plain, none, True),
+    "trak_like": (plain, train_only, False),
+    "trackstar": (fixed, mixed, True),
+    "trackstar_no_correction": (plain, mixed, True),
+    "trackstar_no_hessian": (fixed, none, True),
+    "trackstar_no_norm": (fixed, mixed, False),
+  }
+  fix, hess, normalize = table[name]
+  return EncoderConfig(
+    correction=fix, projection=projection, hessian=hess, normalize=normalize
+  )
+
+
+PRESETS = (
+  "grad_dot",
+  "grad_cos",
+  "trak_like",
+  "trackstar",
+  "trackstar_no_correction",
+  "trackstar_no_hessian",
+  "trackstar_no_norm",
+)

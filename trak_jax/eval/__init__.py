@@ -1,0 +1,21 @@
+"""Evaluation: fact-tracing benchmark, metrics and baselines."""
+
+from trak_jax.eval.factbench import (
+  Fact,
+  FactBench,
+  FactBenchConfig,
+  Passage,
+  Query,
+  generate,
+  write_jsonl,
+)
+
+__all__ = [
+  "Fact",
+  "FactBench",
+  "FactBenchConfig",
+  "Passage",
+  "Query",
+  "generate",
+  "write_jsonl",
+]
