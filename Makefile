@@ -14,6 +14,7 @@ $(PY):
 $(STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
+	bash scripts/ensure_browser.sh
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -35,6 +35,7 @@ EXTRAS_REQUIRE = {
     "pytest>=8,<10",
     "pytest-xdist>=3.5,<4",
     "ruff>=0.6,<0.18",
+    "selenium>=4.20,<5",
   ],
   # Workers on Dataflow need Beam's GCP I/O; not needed to run locally.
   "gcp": ["apache-beam[gcp]==2.77.*"],
@@ -45,7 +46,7 @@ setuptools.setup(
   version="0.1.0",
   description="TrackStar training-data attribution with JAX, Beam and ScaNN.",
   packages=setuptools.find_packages(include=["trak_jax*", "pipelines*"]),
-  package_data={"trak_jax": ["data/*"]},
+  package_data={"trak_jax": ["data/*", "report_template.html"]},
   python_requires=">=3.11,<3.12",
   install_requires=INSTALL_REQUIRES,
   extras_require=EXTRAS_REQUIRE,

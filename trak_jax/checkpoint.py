@@ -167,6 +167,48 @@ def resolve_checkpoint_dir(
   raise FileNotFoundError(f"no Orbax checkpoint found at {path}")
 
 
+class Header(NamedTuple):
+  """What a checkpoint says about itself, without its arrays."""
+
+  model_config: model_lib.ModelConfig
+  optimizer_config: optimizer_lib.OptimizerConfig
+  tokenizer: tokenizer_lib.Tokenizer
+  metadata: dict[str, Any]
+  digest: str
+  path: str  # the step directory
+
+
+def read_header(path: str, *, step: int | None = None) -> Header:
+  """Reads configs, tokenizer and digest of a checkpoint (no arrays).
+
+  Raises:
+    FileNotFoundError: If there is no checkpoint at `path`.
+  """
+  directory, step = resolve_checkpoint_dir(path, step)
+  manager = _manager(directory, max_to_keep=None)
+  try:
+    header = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore(), tokenizer=ocp.args.JsonRestore()
+      ),
+    )
+  finally:
+    manager.close()
+  metadata = dict(header.metadata)
+  proto = base64.b64decode(header.tokenizer["sentencepiece_model"])
+  return Header(
+    model_config=model_lib.ModelConfig.from_dict(metadata["model_config"]),
+    optimizer_config=optimizer_lib.OptimizerConfig.from_dict(
+      metadata["optimizer_config"]
+    ),
+    tokenizer=tokenizer_lib.Tokenizer(proto),
+    metadata=metadata,
+    digest=metadata["params_digest"],
+    path=os.path.join(directory, str(step)),
+  )
+
+
 def load_checkpoint(
   path: str, *, mesh: Mesh | None = None, step: int | None = None
 ) -> Checkpoint:
@@ -185,35 +227,26 @@ def load_checkpoint(
   Raises:
     FileNotFoundError: If there is no checkpoint at `path`.
   """
-  directory, step = resolve_checkpoint_dir(path, step)
+  header = read_header(path, step=step)
   mesh = partitioning.make_mesh() if mesh is None else mesh
+  target = abstract_train_state(
+    header.model_config, header.optimizer_config, mesh
+  )
+  directory, step = resolve_checkpoint_dir(header.path)
   manager = _manager(directory, max_to_keep=None)
   try:
-    header = manager.restore(
-      step,
-      args=ocp.args.Composite(
-        metadata=ocp.args.JsonRestore(), tokenizer=ocp.args.JsonRestore()
-      ),
-    )
-    metadata = dict(header.metadata)
-    model_config = model_lib.ModelConfig.from_dict(metadata["model_config"])
-    optimizer_config = optimizer_lib.OptimizerConfig.from_dict(
-      metadata["optimizer_config"]
-    )
-    target = abstract_train_state(model_config, optimizer_config, mesh)
     restored = manager.restore(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
     )
   finally:
     manager.close()
-  proto = base64.b64decode(header.tokenizer["sentencepiece_model"])
   return Checkpoint(
     state=restored.state,
-    model_config=model_config,
-    optimizer_config=optimizer_config,
-    tokenizer=tokenizer_lib.Tokenizer(proto),
-    metadata=metadata,
-    digest=metadata["params_digest"],
-    path=os.path.join(directory, str(step)),
+    model_config=header.model_config,
+    optimizer_config=header.optimizer_config,
+    tokenizer=header.tokenizer,
+    metadata=header.metadata,
+    digest=header.digest,
+    path=header.path,
   )

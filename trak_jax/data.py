@@ -21,10 +21,11 @@ from trak_jax import tokenizer as tokenizer_lib
 class MalformedInputError(ValueError):
   """An input record that cannot be used; says which file and line."""
 
-  def __init__(self, location: str, reason: str):
+  def __init__(self, location: str, reason: str, example_id: str | None = None):
     super().__init__(f"{location}: {reason}")
     self.location = location
     self.reason = reason
+    self.example_id = example_id  # The record's id, where it has one.
 
 
 class TooLongError(ValueError):
@@ -68,18 +69,21 @@ def parse_corpus_record(record: Any, *, location: str) -> CorpusExample:
   """
   if not isinstance(record, dict):
     raise MalformedInputError(location, "record is not a JSON object")
-  text = record.get("text")
-  if isinstance(text, bytes):
-    raise MalformedInputError(location, "field 'text' has undecodable bytes")
-  if text is None:
-    raise MalformedInputError(location, "missing field 'text'")
-  if not isinstance(text, str):
-    raise MalformedInputError(location, "field 'text' is not a string")
-  if not text.strip():
-    raise MalformedInputError(location, "field 'text' is empty")
   example_id = record.get("id")
   if not isinstance(example_id, str) or not example_id:
     raise MalformedInputError(location, "missing or empty field 'id'")
+  text = record.get("text")
+  reason = None
+  if isinstance(text, bytes):
+    reason = "field 'text' has undecodable bytes"
+  elif text is None:
+    reason = "missing field 'text'"
+  elif not isinstance(text, str):
+    reason = "field 'text' is not a string"
+  elif not text.strip():
+    reason = "field 'text' is empty"
+  if reason:
+    raise MalformedInputError(location, reason, example_id)
   return CorpusExample(id=example_id, text=text)
 
 
@@ -117,17 +121,101 @@ def _tfrecord_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     tf.data.TFRecordDataset(path).as_numpy_iterator()
   ):
     location = f"{path}:record {number}"
-    example = tf.train.Example.FromString(raw)
-    record = {}
-    for key in ("id", "text"):
-      values = example.features.feature[key].bytes_list.value
-      if values:
-        # Undecodable bytes stay bytes; `parse_corpus_record` rejects them.
-        try:
-          record[key] = values[0].decode("utf-8")
-        except UnicodeDecodeError:
-          record[key] = values[0]
+    feature = tf.train.Example.FromString(raw).features.feature
+    values = {
+      key: feature[key].bytes_list.value[0]
+      for key in ("id", "text")
+      if feature[key].bytes_list.value
+    }
+    record = _decoded(values)
     yield location, record
+
+
+def _tfds_records(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Records of "tfds:NAME[/CONFIG][:SPLIT]" from a prepared local dataset."""
+  import tensorflow_datasets as tfds
+
+  name, _, split = spec.removeprefix("tfds:").partition(":")
+  dataset = tfds.load(name, split=split or "train", shuffle_files=False)
+  for number, example in enumerate(tfds.as_numpy(dataset)):
+    yield f"{spec}:record {number}", _decoded(example)
+
+
+def _seqio_records(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Records of "seqio:TASK[:SPLIT]" (a registered task with id and text)."""
+  import seqio
+
+  name, _, split = spec.removeprefix("seqio:").partition(":")
+  task = seqio.get_mixture_or_task(name)
+  dataset = task.get_dataset(
+    sequence_length=None, split=split or "train", shuffle=False
+  )
+  for number, example in enumerate(dataset.as_numpy_iterator()):
+    yield f"{spec}:record {number}", _decoded(example)
+
+
+def _decoded(example: dict[str, Any]) -> dict[str, Any]:
+  record = {}
+  for key in ("id", "text"):
+    value = example.get(key)
+    if isinstance(value, bytes):
+      try:
+        value = value.decode("utf-8")
+      except UnicodeDecodeError:
+        pass  # Left as bytes: `parse_corpus_record` rejects it.
+    if value is not None:
+      record[key] = value
+  return record
+
+
+def raw_corpus_records(source: str) -> Iterator[tuple[str, bytes | dict]]:
+  """(location, raw record) of one corpus source, unparsed.
+
+  Args:
+    source: A JSONL file, a `.tfrecord` file, "tfds:NAME[:SPLIT]" or
+      "seqio:TASK[:SPLIT]".
+
+  Yields:
+    JSONL lines as bytes; other sources' records as dicts.
+  """
+  if source.startswith("tfds:"):
+    return _tfds_records(source)
+  if source.startswith("seqio:"):
+    return _seqio_records(source)
+  if ".tfrecord" in os.path.basename(source):
+    return _tfrecord_records(source)
+  return _jsonl_lines(source)
+
+
+def parse_raw(location: str, raw: bytes | dict) -> CorpusExample:
+  """Parses a record of `raw_corpus_records`.
+
+  Raises:
+    MalformedInputError: If it is not a valid corpus example.
+  """
+  if isinstance(raw, dict):
+    return parse_corpus_record(raw, location=location)
+  return parse_corpus_line(raw, location=location)
+
+
+def expand_sources(spec: str) -> list[str]:
+  """Corpus sources of a spec: a file, a glob, comma-separated, tfds:/seqio:.
+
+  Raises:
+    FileNotFoundError: If a file or glob matches nothing.
+  """
+  import glob
+
+  sources = []
+  for part in (p.strip() for p in spec.split(",") if p.strip()):
+    if part.startswith(("tfds:", "seqio:")):
+      sources.append(part)
+      continue
+    matches = sorted(glob.glob(part))
+    if not matches:
+      raise FileNotFoundError(f"no corpus file matches {part!r}")
+    sources.extend(matches)
+  return sources
 
 
 def read_corpus(
@@ -136,10 +224,11 @@ def read_corpus(
   skip_malformed: bool = False,
   stats: ReadStats | None = None,
 ) -> Iterator[CorpusExample]:
-  """Reads a JSONL or TFRecord corpus.
+  """Reads a corpus: JSONL, TFRecord, or a tfds:/seqio: name.
 
   Args:
-    path: A `.jsonl` file or a `.tfrecord` file of `tf.train.Example`s.
+    path: A `.jsonl` file, a `.tfrecord` file of `tf.train.Example`s, or a
+      source accepted by `raw_corpus_records`.
     skip_malformed: Skip malformed records (counted in `stats`) instead of
       raising.
     stats: Filled with counts of what was read and skipped.
@@ -150,19 +239,10 @@ def read_corpus(
   Raises:
     MalformedInputError: On a malformed record, unless `skip_malformed`.
   """
-  path = os.fspath(path)
   stats = ReadStats() if stats is None else stats
-  is_tfrecord = ".tfrecord" in os.path.basename(path)
-  records = _tfrecord_records(path) if is_tfrecord else _jsonl_lines(path)
-  while True:
+  for location, raw in raw_corpus_records(os.fspath(path)):
     try:
-      location, record = next(records)
-      if is_tfrecord:
-        example = parse_corpus_record(record, location=location)
-      else:
-        example = parse_corpus_line(record, location=location)
-    except StopIteration:
-      return
+      example = parse_raw(location, raw)
     except MalformedInputError as error:
       if not skip_malformed:
         raise

@@ -59,6 +59,21 @@ class EncoderConfig:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "EncoderConfig":
+    """Inverse of `to_dict`."""
+    projection = dict(values["projection"])
+    if projection.get("matrix_dims") is not None:
+      projection["matrix_dims"] = tuple(projection["matrix_dims"])
+    return cls(
+      correction=correction_lib.CorrectionSpec(**values["correction"]),
+      projection=projection_lib.ProjectionSpec(**projection),
+      hessian=hessian_lib.HessianSpec(**values["hessian"]),
+      normalize=values["normalize"],
+      chunk_size=values["chunk_size"],
+      dtype=values["dtype"],
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
@@ -105,6 +120,40 @@ def _layout_digest(layout: projection_lib.Layout) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def make_fingerprint(
+  *,
+  checkpoint_digest: str,
+  config: EncoderConfig,
+  layout: projection_lib.Layout,
+) -> Fingerprint:
+  """The fingerprint of φ made with `config` from a checkpoint."""
+  return Fingerprint(
+    checkpoint_digest=checkpoint_digest,
+    correction=json.dumps(dataclasses.asdict(config.correction)),
+    projection=json.dumps(
+      {
+        **dataclasses.asdict(config.projection),
+        "layout": _layout_digest(layout),
+      }
+    ),
+    seed=config.projection.seed,
+    dim=layout.dim,
+    dtype=config.dtype,
+  )
+
+
+def fingerprint_for_checkpoint(path: str, config: EncoderConfig) -> Fingerprint:
+  """The fingerprint an encoder would have, without loading parameters."""
+  from trak_jax import checkpoint as checkpoint_lib
+
+  header = checkpoint_lib.read_header(path)
+  shapes = model_lib.abstract_params(header.model_config)
+  layout = projection_lib.make_layout(config.projection, shapes)
+  return make_fingerprint(
+    checkpoint_digest=header.digest, config=config, layout=layout
+  )
+
+
 class TrackStarEncoder:
   """Encodes batches of examples or queries with one checkpoint.
 
@@ -138,18 +187,8 @@ class TrackStarEncoder:
     self.matrices = projection_lib.make_matrices(config.projection, self.layout)
     self.correction = correction
     self.preconditioner = preconditioner
-    self.fingerprint = Fingerprint(
-      checkpoint_digest=checkpoint_digest,
-      correction=json.dumps(dataclasses.asdict(config.correction)),
-      projection=json.dumps(
-        {
-          **dataclasses.asdict(config.projection),
-          "layout": _layout_digest(self.layout),
-        }
-      ),
-      seed=config.projection.seed,
-      dim=self.layout.dim,
-      dtype=config.dtype,
+    self.fingerprint = make_fingerprint(
+      checkpoint_digest=checkpoint_digest, config=config, layout=self.layout
     )
     self._factor_fn = gradients.make_factor_fn(self.model, params)
     self._features = self._compile(finalize=False)
@@ -286,9 +325,14 @@ def finish(
   return phi
 
 
-def batch_encodings(encoder: TrackStarEncoder, batch: data_lib.Batch):
-  """Host copies of `encoder.encode(batch)`."""
-  return jax.tree.map(np.asarray, encoder.encode(batch))
+def host_features(encoder: TrackStarEncoder, batch: data_lib.Batch) -> Encoded:
+  """`encoder.features(batch)` copied to host numpy arrays."""
+  return Encoded(*(np.asarray(x) for x in encoder.features(batch)))
+
+
+def host_encodings(encoder: TrackStarEncoder, batch: data_lib.Batch) -> Encoded:
+  """`encoder.encode(batch)` copied to host numpy arrays."""
+  return Encoded(*(np.asarray(x) for x in encoder.encode(batch)))
 
 
 def from_checkpoint(
@@ -400,3 +444,41 @@ PRESETS = (
   "trackstar_no_hessian",
   "trackstar_no_norm",
 )
+
+
+def encode_queries(
+  encoder: TrackStarEncoder,
+  tokenizer: Any,
+  queries: Any,
+  *,
+  batch_size: int,
+  max_len: int,
+  finished: bool = True,
+) -> Encoded:
+  """Encodes queries (loss on the target given the prompt) to host arrays.
+
+  Args:
+    encoder: The encoder.
+    tokenizer: The checkpoint's tokenizer.
+    queries: `trak_jax.data.Query`s.
+    batch_size: Queries per call; the last batch is padded to it.
+    max_len: Tokens per query.
+    finished: Apply R^(-1/2) and normalisation (`encode`), or return φ.
+
+  Returns:
+    [queries, d] features and per-query losses, token counts, finiteness.
+  """
+  run = host_encodings if finished else host_features
+  parts = []
+  for start in range(0, len(queries), batch_size):
+    chunk = queries[start : start + batch_size]
+    sequences = [
+      data_lib.tokenize_query(tokenizer, q.prompt, q.target, max_len=max_len)
+      for q in chunk
+    ]
+    sequences += [(np.zeros(1, np.int32), np.zeros(1, np.float32))] * (
+      batch_size - len(chunk)
+    )
+    out = run(encoder, data_lib.pad_batch(sequences, seq_len=max_len))
+    parts.append(Encoded(*(x[: len(chunk)] for x in out)))
+  return Encoded(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))

@@ -209,3 +209,68 @@ def apply(preconditioner: Preconditioner, phi: jax.Array) -> jax.Array:
     pieces.append(phi[:, start : start + size] @ block)
     start += size
   return jnp.concatenate(pieces, axis=-1)
+
+
+HESSIAN_ARRAYS = "hessian.npz"
+HESSIAN_INFO = "hessian.json"
+
+
+def save(
+  directory: str,
+  fitted: Fitted,
+  *,
+  train_stats: Autocorrelation,
+  eval_stats: Autocorrelation | None,
+  spec: HessianSpec,
+  fingerprint: dict,
+) -> dict:
+  """Writes R_train, R_eval, R^(-1/2) blocks and what made them.
+
+  Returns:
+    The info written to `hessian.json`.
+  """
+  import json
+  import os
+
+  os.makedirs(directory, exist_ok=True)
+  arrays = {}
+  for i, block in enumerate(fitted.preconditioner.blocks):
+    arrays[f"inverse_sqrt_{i}"] = np.asarray(block)
+    arrays[f"train_{i}"] = train_stats.mean()[i]
+    if eval_stats is not None:
+      arrays[f"eval_{i}"] = eval_stats.mean()[i]
+  np.savez(os.path.join(directory, HESSIAN_ARRAYS), **arrays)
+  info = {
+    "fingerprint": fingerprint,
+    "spec": dataclasses.asdict(spec),
+    "mix": fitted.mix,
+    "eigen_k": fitted.eigen_k,
+    "block_sizes": list(train_stats.block_sizes),
+    "train_examples": train_stats.count,
+    "eval_examples": eval_stats.count if eval_stats else 0,
+  }
+  with open(os.path.join(directory, HESSIAN_INFO), "w") as f:
+    json.dump(info, f, indent=2, sort_keys=True)
+  return info
+
+
+def load(directory: str) -> tuple[Preconditioner, dict]:
+  """Reads R^(-1/2) and its info (compare `info["fingerprint"]`).
+
+  Raises:
+    FileNotFoundError: If `directory` holds no fitted Hessian.
+  """
+  import json
+  import os
+
+  info_path = os.path.join(directory, HESSIAN_INFO)
+  if not os.path.exists(info_path):
+    raise FileNotFoundError(f"no fitted Hessian in {directory}")
+  with open(info_path) as f:
+    info = json.load(f)
+  with np.load(os.path.join(directory, HESSIAN_ARRAYS)) as arrays:
+    blocks = tuple(
+      jnp.asarray(arrays[f"inverse_sqrt_{i}"])
+      for i in range(len(info["block_sizes"]))
+    )
+  return Preconditioner(blocks), info

@@ -289,3 +289,11 @@ def example_losses(
   """
   logits = model.apply({"params": params}, token_ids)
   return token_losses(logits, token_ids, loss_mask).sum(axis=-1)
+
+
+def abstract_params(config: ModelConfig) -> Any:
+  """Shapes and dtypes of the parameters (unboxed), computing nothing."""
+  model = Transformer(config)
+  ids = jax.ShapeDtypeStruct((1, config.max_len), jnp.int32)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
+  return nn.unbox(boxed)

@@ -1,0 +1,205 @@
+"""Beam job: fit the task-specific Hessian R from a store and a query set.
+
+    store shards -> seeded sample of φ -> Σ φφᵀ (float64)  = R_train
+    queries      -> encoder φ           -> Σ φφᵀ (float64)  = R_eval
+    -> λ (given or by the k-th-eigenvalue rule) -> R^(-1/2) -> hessian dir
+
+DESIGN.md section 1, "R". The sample is seeded per example id, so the same
+store and seed always give the same R.
+"""
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from trak_jax import data as data_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import hessian as hessian_lib
+from trak_jax import projection as projection_lib
+from trak_jax import store as store_lib
+
+NAMESPACE = "trak_jax.hessian"
+
+
+@dataclasses.dataclass(frozen=True)
+class HessianOptions:
+  """Inputs and outputs of the Hessian job.
+
+  Attributes:
+    store_dir: A finished encoding store.
+    queries: Query JSONL (for R_eval); unused by hessian kind "train".
+    checkpoint: The checkpoint the store was encoded with.
+    output_dir: Receives hessian.npz and hessian.json.
+    encoder_config: The encoder config; its `hessian` spec is fitted.
+    batch_size: Queries per encoder call.
+  """
+
+  store_dir: str
+  queries: str | None
+  checkpoint: str
+  output_dir: str
+  encoder_config: encoder_lib.EncoderConfig
+  batch_size: int = 32
+
+
+def in_sample(example_id: str, *, rate: float, seed: int) -> bool:
+  """A seeded, per-id coin flip with probability `rate`."""
+  digest = hashlib.sha1(f"{seed}:{example_id}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+class AutocorrelationFn(beam.CombineFn):
+  """Combines [d] vectors into a float64 `Autocorrelation`."""
+
+  def __init__(self, block_sizes):
+    self._block_sizes = tuple(block_sizes)
+
+  def create_accumulator(self):
+    return hessian_lib.Autocorrelation(self._block_sizes), []
+
+  def add_input(self, accumulator, vector):
+    stats, pending = accumulator
+    pending.append(np.asarray(vector, np.float64))
+    if len(pending) >= 256:
+      stats.update(np.stack(pending))
+      pending.clear()
+    return stats, pending
+
+  def merge_accumulators(self, accumulators):
+    merged = hessian_lib.Autocorrelation(self._block_sizes)
+    for stats, pending in accumulators:
+      if pending:
+        stats.update(np.stack(pending))
+      merged = merged.merge(stats)
+    return merged, []
+
+  def extract_output(self, accumulator):
+    stats, pending = accumulator
+    if pending:
+      stats.update(np.stack(pending))
+    return stats
+
+
+class ReadSampledShard(beam.DoFn):
+  """Shard index -> φ of the sampled examples."""
+
+  def __init__(self, store_dir: str, *, rate: float, seed: int):
+    self._store_dir, self._rate, self._seed = store_dir, rate, seed
+    self._sampled = Metrics.counter(NAMESPACE, "train_examples")
+
+  def setup(self):
+    self._store = store_lib.EncodingStore(self._store_dir)
+
+  def process(self, index: int) -> Iterator[np.ndarray]:
+    for record in self._store.shard_records(index):
+      if in_sample(record.id, rate=self._rate, seed=self._seed):
+        self._sampled.inc()
+        yield record.vector
+
+
+class EncodeQueryFeatures(beam.DoFn):
+  """A batch of queries -> their φ rows (not preconditioned)."""
+
+  def __init__(self, options: HessianOptions):
+    self._options = options
+    self._encoded = Metrics.counter(NAMESPACE, "eval_examples")
+
+  def setup(self):
+    from trak_jax import checkpoint as checkpoint_lib
+
+    loaded = checkpoint_lib.load_checkpoint(self._options.checkpoint)
+    self._encoder = encoder_lib.from_checkpoint(
+      loaded, self._options.encoder_config
+    )
+    self._tokenizer = loaded.tokenizer
+    self._max_len = loaded.model_config.max_len
+
+  def process(self, queries) -> Iterator[np.ndarray]:
+    out = encoder_lib.encode_queries(
+      self._encoder,
+      self._tokenizer,
+      list(queries),
+      batch_size=self._options.batch_size,
+      max_len=self._max_len,
+      finished=False,
+    )
+    for row, finite in zip(out.features, out.finite, strict=True):
+      if finite:
+        self._encoded.inc()
+        yield row
+
+
+def block_sizes_for(options: HessianOptions, store) -> list[int]:
+  """R's diagonal blocks: the projection layout's, or one."""
+  from trak_jax import checkpoint as checkpoint_lib
+  from trak_jax import model as model_lib
+
+  header = checkpoint_lib.read_header(options.checkpoint)
+  layout = projection_lib.make_layout(
+    options.encoder_config.projection,
+    model_lib.abstract_params(header.model_config),
+  )
+  return hessian_lib.block_sizes(
+    store.dim, [b.size for b in layout.blocks], options.encoder_config.hessian
+  )
+
+
+def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
+  """Builds and runs the job; returns the written `hessian.json` info.
+
+  Raises:
+    encoder.FingerprintMismatchError: If the store was made with another
+      encoder than `options` describes.
+  """
+  spec = options.encoder_config.hessian
+  expected = encoder_lib.fingerprint_for_checkpoint(
+    options.checkpoint, options.encoder_config
+  )
+  store = store_lib.EncodingStore(options.store_dir, expected=expected)
+  sizes = block_sizes_for(options, store)
+  rate = min(1.0, spec.train_sample / max(len(store), 1))
+  train = (
+    pipeline
+    | "Shards" >> beam.Create(list(range(store.num_shards)))
+    | "Sample"
+    >> beam.ParDo(
+      ReadSampledShard(options.store_dir, rate=rate, seed=spec.seed)
+    )
+    | "RTrain" >> beam.CombineGlobally(AutocorrelationFn(sizes))
+  )
+  evaluation = None
+  if spec.kind == "mixed":
+    if not options.queries:
+      raise ValueError("hessian 'mixed' needs a query file for R_eval")
+    queries = data_lib.read_queries(options.queries)
+    evaluation = beam.pvalue.AsSingleton(
+      pipeline
+      | "Queries" >> beam.Create(queries)
+      | "Batch"
+      >> beam.BatchElements(
+        min_batch_size=options.batch_size, max_batch_size=options.batch_size
+      )
+      | "EncodeQueries" >> beam.ParDo(EncodeQueryFeatures(options))
+      | "REval" >> beam.CombineGlobally(AutocorrelationFn(sizes))
+    )
+
+  def fit_and_save(train_stats, eval_stats=None):
+    fitted = hessian_lib.fit(spec, train_stats, eval_stats)
+    return hessian_lib.save(
+      options.output_dir,
+      fitted,
+      train_stats=train_stats,
+      eval_stats=eval_stats,
+      spec=spec,
+      fingerprint=expected.to_dict(),
+    )
+
+  extra = [evaluation] if evaluation is not None else []
+  _ = train | "Fit" >> beam.Map(fit_and_save, *extra)
+  pipeline.run().wait_until_finish()
+  _, info = hessian_lib.load(options.output_dir)
+  return info

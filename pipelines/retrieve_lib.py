@@ -1,0 +1,260 @@
+"""Beam job: batch retrieval of queries into a browsable report.
+
+    queries -> batches -> encode (per method, finished with its Hessian)
+            -> search each method's index -> model's own answer
+    proponent ids ⋈ corpus texts (CoGroupByKey)
+    -> report.jsonl, metrics.json (MRR, Recall@10), report.html
+
+Each index directory says which encoder config and Hessian it was built
+with, so one job can retrieve with several methods and show them side by
+side.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from pipelines import encode_lib
+from trak_jax import data as data_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import hessian as hessian_lib
+from trak_jax import index as index_lib
+from trak_jax import predict, report
+from trak_jax.eval import metrics as metrics_lib
+
+NAMESPACE = "trak_jax.retrieve"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrieveOptions:
+  """Inputs and outputs of the retrieval job.
+
+  Attributes:
+    queries: Query JSONL.
+    checkpoint: The model's checkpoint.
+    corpus: The corpus spec (for proponent texts).
+    indexes: (method name, index directory) pairs.
+    output_dir: Receives report.jsonl, metrics.json, report.html.
+    k: Proponents per query and method.
+    batch_size: Queries per encoder call.
+  """
+
+  queries: str
+  checkpoint: str
+  corpus: str
+  indexes: tuple[tuple[str, str], ...]
+  output_dir: str
+  k: int = 10
+  batch_size: int = 32
+
+
+def load_method(loaded, index_dir: str):
+  """(finishing encoder, index) of one index directory.
+
+  Raises:
+    encoder.FingerprintMismatchError: If the index was built from another
+      checkpoint or encoder than the query encoder.
+  """
+  index = index_lib.Index.load(index_dir)
+  config = encoder_lib.EncoderConfig.from_dict(index.info["encoder_config"])
+  preconditioner = None
+  if config.hessian.kind != "none":
+    preconditioner, _ = hessian_lib.load(index.info["hessian_dir"])
+  encoder = encoder_lib.from_checkpoint(
+    loaded, config, preconditioner=preconditioner
+  )
+  encoder.fingerprint.check_matches(
+    encoder_lib.Fingerprint.from_dict(index.info["store_fingerprint"]),
+    what=f"index {index_dir}",
+  )
+  return encoder, index
+
+
+class SearchQueries(beam.DoFn):
+  """A batch of queries -> (query id, partial report record)."""
+
+  def __init__(self, options: RetrieveOptions):
+    self._options = options
+    self._searched = Metrics.counter(NAMESPACE, "queries_searched")
+
+  def setup(self):
+    from trak_jax import checkpoint as checkpoint_lib
+
+    self._loaded = checkpoint_lib.load_checkpoint(self._options.checkpoint)
+    self._methods = {
+      name: load_method(self._loaded, index_dir)
+      for name, index_dir in self._options.indexes
+    }
+
+  def process(self, queries) -> Iterator[tuple[str, dict[str, Any]]]:
+    queries = list(queries)
+    loaded = self._loaded
+    answers = predict.answer_queries(
+      loaded.params, loaded.model_config, loaded.tokenizer, queries
+    )
+    results = {}
+    for name, (encoder, index) in self._methods.items():
+      encoded = encoder_lib.encode_queries(
+        encoder,
+        loaded.tokenizer,
+        queries,
+        batch_size=self._options.batch_size,
+        max_len=loaded.model_config.max_len,
+      )
+      results[name] = index.search(encoded.features, k=self._options.k)
+    for row, query in enumerate(queries):
+      self._searched.inc()
+      yield (
+        query.id,
+        {
+          "query": query,
+          "prediction": answers.predictions[row],
+          "correct": bool(answers.correct[row]),
+          "ranked": {
+            name: list(
+              zip(found.ids[row], found.scores[row].tolist(), strict=True)
+            )
+            for name, found in results.items()
+          },
+        },
+      )
+
+
+def assemble(partial: dict[str, Any], texts: dict[str, str]) -> dict:
+  """A report.jsonl record from search results and proponent texts."""
+  query: data_lib.Query = partial["query"]
+  relevant = set(query.relevant_ids)
+  results = {}
+  for method, ranked in partial["ranked"].items():
+    ids = [example_id for example_id, _ in ranked]
+    results[method] = {
+      "reciprocal_rank": metrics_lib.reciprocal_rank(ids, relevant),
+      "proponents": [
+        {
+          "rank": rank,
+          "id": example_id,
+          "score": float(score),
+          "text": texts.get(example_id, ""),
+          "relevant": example_id in relevant,
+        }
+        for rank, (example_id, score) in enumerate(ranked, start=1)
+      ],
+    }
+  extra = query.extra
+  return {
+    "query_id": query.id,
+    "prompt": query.prompt,
+    "target": query.target,
+    "prediction": partial["prediction"],
+    "correct": partial["correct"],
+    "frequency_bucket": extra.get("frequency_bucket"),
+    "relation": extra.get("relation"),
+    "subject": extra.get("subject"),
+    "object": extra.get("object"),
+    "relevant_ids": list(query.relevant_ids),
+    "results": results,
+  }
+
+
+def summarize(records: list[dict], k: int = 10) -> dict[str, Any]:
+  """MRR and Recall@k per method over queries that have relevant ids."""
+  graded = [r for r in records if r["relevant_ids"]]
+  summary = {"queries": len(records), "graded_queries": len(graded)}
+  methods = records[0]["results"] if records else {}
+  for method in methods:
+    rankings = [
+      [p["id"] for p in r["results"][method]["proponents"]] for r in graded
+    ]
+    values = metrics_lib.per_query(
+      rankings, [r["relevant_ids"] for r in graded], k=k
+    )
+    summary[method] = {
+      name: metrics_lib.summarize(v) for name, v in values.items()
+    }
+  summary["model_accuracy"] = float(
+    np.mean([r["correct"] for r in records]) if records else float("nan")
+  )
+  return summary
+
+
+def write_outputs(records: list[dict], *, output_dir: str) -> dict:
+  records = sorted(records, key=lambda r: r["query_id"])
+  os.makedirs(output_dir, exist_ok=True)
+  report.write_report_jsonl(records, os.path.join(output_dir, "report.jsonl"))
+  summary = summarize(records)
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+  report.write_report_html(
+    records,
+    os.path.join(output_dir, "report.html"),
+    title="trak_jax retrieval report",
+  )
+  return summary
+
+
+def _parse_text(element):
+  location, raw = element
+  try:
+    example = data_lib.parse_raw(location, raw)
+  except data_lib.MalformedInputError:
+    return []
+  return [(example.id, example.text)]
+
+
+def _texts_per_query(element):
+  example_id, grouped = element
+  texts = list(grouped["text"])
+  for query_id in set(grouped["needed"]):
+    yield query_id, (example_id, texts[0] if texts else "")
+
+
+def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
+  """Builds and runs the job; returns metrics.json's content."""
+  queries = data_lib.read_queries(options.queries)
+  searched = (
+    pipeline
+    | "Queries" >> beam.Create(queries)
+    | "Batch"
+    >> beam.BatchElements(
+      min_batch_size=options.batch_size, max_batch_size=options.batch_size
+    )
+    | "Search" >> beam.ParDo(SearchQueries(options))
+  )
+  needed = searched | "Needed" >> beam.FlatMap(
+    lambda kv: [
+      (example_id, kv[0])
+      for ranked in kv[1]["ranked"].values()
+      for example_id, _ in ranked
+    ]
+  )
+  corpus = (
+    pipeline
+    | "Sources" >> beam.Create(data_lib.expand_sources(options.corpus))
+    | "Read" >> beam.ParDo(encode_lib.ReadSource())
+    | "ParseTexts" >> beam.FlatMap(_parse_text)
+  )
+  texts = (
+    {"needed": needed, "text": corpus}
+    | "JoinTexts" >> beam.CoGroupByKey()
+    | "TextsPerQuery" >> beam.FlatMap(_texts_per_query)
+    | "GroupTexts" >> beam.GroupByKey()
+  )
+  _ = (
+    {"partial": searched, "texts": texts}
+    | "JoinQuery" >> beam.CoGroupByKey()
+    | "Assemble"
+    >> beam.Map(
+      lambda kv: assemble(list(kv[1]["partial"])[0], dict(*kv[1]["texts"]))
+    )
+    | "Collect" >> beam.combiners.ToList()
+    | "Write" >> beam.Map(write_outputs, output_dir=options.output_dir)
+  )
+  pipeline.run().wait_until_finish()
+  with open(os.path.join(options.output_dir, "metrics.json")) as f:
+    return json.load(f)

@@ -1,0 +1,227 @@
+"""Retrieval indexes over finished encodings: ScaNN or exact.
+
+An index directory holds:
+
+    ids.json          the encoded example ids, in row order
+    vectors.npy       the finished encodings Ḡ [n, d] float32 (exact search,
+                      recall measurement)
+    scann/            ScaNN's serialized searcher (kind "scann")
+    index.json        kind, ScaNN settings, the store's fingerprint, the
+                      Hessian it was built with, and measured Recall@10
+                      against exact search
+
+ScaNN: a partitioning tree, asymmetric hashing, and exact re-ordering of the
+best candidates; scores are dot products (cosines, after normalisation).
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from trak_jax import scoring
+
+INFO = "index.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannSpec:
+  """ScaNN settings (see ScaNN's builder).
+
+  Attributes:
+    num_leaves: Partitions of the tree (None: about sqrt(n)).
+    num_leaves_to_search: Partitions searched per query (None: a tenth of
+      the leaves, or enough to expect `reorder_k` candidates).
+    training_sample_size: Points used to train the tree (None: all, up to
+      100,000).
+    dims_per_block: Dimensions per asymmetric-hashing block.
+    anisotropic_quantization_threshold: ScaNN's anisotropic loss threshold.
+    reorder_k: Candidates re-scored exactly.
+  """
+
+  num_leaves: int | None = None
+  num_leaves_to_search: int | None = None
+  training_sample_size: int | None = None
+  dims_per_block: int = 2
+  anisotropic_quantization_threshold: float = 0.2
+  reorder_k: int = 200
+
+
+class Neighbors(NamedTuple):
+  ids: list[list[str]]  # [queries][k] example ids, best first
+  scores: np.ndarray  # [queries, k] float32
+
+
+def _tree_settings(spec: ScannSpec, n: int) -> tuple[int, int, int]:
+  leaves = spec.num_leaves or max(1, min(int(np.sqrt(n)), n // 10 or 1))
+  # Search a tenth of the leaves, but enough to expect `reorder_k`
+  # candidates: small indexes are searched whole.
+  enough = int(np.ceil(leaves * spec.reorder_k / max(n, 1)))
+  search = spec.num_leaves_to_search or max(1, leaves // 10, enough)
+  sample = spec.training_sample_size or min(n, 100_000)
+  return leaves, min(search, leaves), min(sample, n)
+
+
+def build_scann(vectors: np.ndarray, spec: ScannSpec, *, k: int = 10):
+  """A ScaNN searcher over `vectors` ([n, d] float32), dot-product scores."""
+  import scann
+
+  leaves, search, sample = _tree_settings(spec, len(vectors))
+  builder = scann.scann_ops_pybind.builder(vectors, k, "dot_product")
+  if leaves > 1:
+    builder = builder.tree(
+      num_leaves=leaves,
+      num_leaves_to_search=search,
+      training_sample_size=sample,
+    )
+  return (
+    builder.score_ah(
+      spec.dims_per_block,
+      anisotropic_quantization_threshold=spec.anisotropic_quantization_threshold,
+    )
+    .reorder(spec.reorder_k)
+    .build()
+  )
+
+
+def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
+  """Mean share of the exact top-k found by the approximate top-k."""
+  found = [
+    len(set(a.tolist()) & set(e.tolist())) / len(e)
+    for a, e in zip(approximate, exact, strict=True)
+  ]
+  return float(np.mean(found))
+
+
+class Index:
+  """A built index: search by vectors, save, load."""
+
+  def __init__(
+    self,
+    *,
+    ids: list[str],
+    vectors: np.ndarray,
+    kind: str,
+    info: dict[str, Any],
+    searcher: Any = None,
+  ):
+    if kind not in ("scann", "exact"):
+      raise ValueError(f"index kind {kind!r} is not 'scann' or 'exact'")
+    self.ids = ids
+    self.vectors = np.asarray(vectors, np.float32)
+    self.kind = kind
+    self.info = info
+    self.searcher = searcher
+
+  @classmethod
+  def build(
+    cls,
+    *,
+    ids: list[str],
+    vectors: np.ndarray,
+    kind: str,
+    spec: ScannSpec,
+    info: dict[str, Any],
+    recall_queries: np.ndarray | None = None,
+  ) -> "Index":
+    """Builds the index and, for ScaNN, measures Recall@10 against exact."""
+    vectors = np.asarray(vectors, np.float32)
+    searcher = build_scann(vectors, spec) if kind == "scann" else None
+    index = cls(
+      ids=ids,
+      vectors=vectors,
+      kind=kind,
+      info={**info, "kind": kind, "size": len(ids), "scann": None},
+      searcher=searcher,
+    )
+    if kind == "scann":
+      leaves, search, sample = _tree_settings(spec, len(vectors))
+      index.info["scann"] = {
+        **dataclasses.asdict(spec),
+        "num_leaves": leaves,
+        "num_leaves_to_search": search,
+        "training_sample_size": sample,
+      }
+      if recall_queries is not None and len(recall_queries):
+        index.info["recall_at_10"] = index.measure_recall(recall_queries)
+    return index
+
+  def measure_recall(self, queries: np.ndarray, *, k: int = 10) -> dict:
+    """ScaNN's Recall@k against exact search, and both speeds."""
+    start = time.perf_counter()
+    approximate, _ = self.searcher.search_batched(
+      queries, final_num_neighbors=k
+    )
+    scann_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    exact = scoring.top_k(queries, self.vectors, k=k)
+    exact_seconds = time.perf_counter() - start
+    return {
+      "recall": recall_against_exact(np.asarray(approximate), exact.indices),
+      "queries": int(len(queries)),
+      "scann_queries_per_second": len(queries) / scann_seconds,
+      "exact_queries_per_second": len(queries) / exact_seconds,
+    }
+
+  def search(self, queries: np.ndarray, *, k: int) -> Neighbors:
+    """The k best ids per query ([queries, d] finished encodings)."""
+    queries = np.asarray(queries, np.float32)
+    k = min(k, len(self.ids))
+    if self.kind == "scann":
+      rows, scores = self.searcher.search_batched(
+        queries, final_num_neighbors=k
+      )
+      rows, scores = np.asarray(rows), np.asarray(scores)
+      if not np.isfinite(scores).all():
+        raise ValueError(
+          "ScaNN found fewer than k neighbours (searched too few leaves); "
+          "raise num_leaves_to_search"
+        )
+    else:
+      result = scoring.top_k(queries, self.vectors, k=k)
+      rows, scores = result.indices, result.scores
+    return Neighbors(
+      ids=[[self.ids[r] for r in row] for row in rows],
+      scores=np.asarray(scores, np.float32),
+    )
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "ids.json"), "w") as f:
+      json.dump(self.ids, f)
+    np.save(os.path.join(directory, "vectors.npy"), self.vectors)
+    if self.searcher is not None:
+      scann_dir = os.path.join(directory, "scann")
+      os.makedirs(scann_dir, exist_ok=True)
+      self.searcher.serialize(scann_dir)
+    with open(os.path.join(directory, INFO), "w") as f:
+      json.dump(self.info, f, indent=2, sort_keys=True)
+
+  @classmethod
+  def load(cls, directory: str) -> "Index":
+    """Loads a saved index.
+
+    Raises:
+      FileNotFoundError: If `directory` holds no index.
+    """
+    info_path = os.path.join(directory, INFO)
+    if not os.path.exists(info_path):
+      raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
+    with open(info_path) as f:
+      info = json.load(f)
+    with open(os.path.join(directory, "ids.json")) as f:
+      ids = json.load(f)
+    vectors = np.load(os.path.join(directory, "vectors.npy"))
+    searcher = None
+    if info["kind"] == "scann":
+      import scann
+
+      searcher = scann.scann_ops_pybind.load_searcher(
+        os.path.join(directory, "scann")
+      )
+    return cls(
+      ids=ids, vectors=vectors, kind=info["kind"], info=info, searcher=searcher
+    )

@@ -1,0 +1,377 @@
+"""The encoding store: sharded TFRecords of φ with a manifest.
+
+Layout of a store directory (DESIGN.md section 4):
+
+    encodings-SSSSS-of-NNNNN.tfrecord   one tf.train.Example per example:
+                                        id, vector (raw bytes), loss,
+                                        num_tokens
+    encodings-SSSSS-of-NNNNN.json       that shard's metadata: count, sha256,
+                                        fingerprint, rejected ids
+    manifest.json                       fingerprint, encoder config, d, dtype,
+                                        counts, per-shard checksums
+    rejected.jsonl                      id (or location) and reason of every
+                                        input not encoded
+    COMPLETED                           written last
+
+An example's shard is a stable hash of its id, so a rerun puts every example
+where the first run did. A shard is written to a temporary name and renamed,
+and its metadata file is written after it: a shard counts as done only when
+both exist and agree, so a rerun skips done shards and redoes the rest, with
+no duplicate and no missing id.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from trak_jax import encoder as encoder_lib
+
+MANIFEST = "manifest.json"
+REJECTED = "rejected.jsonl"
+COMPLETED = "COMPLETED"
+PREFIX = "encodings"
+
+
+class StoreError(ValueError):
+  """A store that cannot be used; the message names the file."""
+
+
+class EncodedRecord(NamedTuple):
+  id: str
+  vector: np.ndarray  # [d] in the store's dtype
+  loss: float  # summed token loss
+  num_tokens: int  # tokens with loss weight
+
+
+class Rejection(NamedTuple):
+  id: str | None  # None when the input had no readable id
+  reason: str
+  location: str | None = None  # file:line, where known
+
+  def to_dict(self) -> dict[str, Any]:
+    return {k: v for k, v in self._asdict().items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+  """Metadata of one written shard."""
+
+  index: int
+  num_shards: int
+  count: int
+  tokens: int
+  sha256: str
+  fingerprint: dict[str, Any]
+  rejected: tuple[dict[str, Any], ...] = ()
+
+  @property
+  def file_name(self) -> str:
+    return shard_name(self.index, self.num_shards)
+
+  def to_dict(self) -> dict[str, Any]:
+    return {**dataclasses.asdict(self), "rejected": list(self.rejected)}
+
+
+def shard_name(index: int, num_shards: int) -> str:
+  return f"{PREFIX}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def shard_of(example_id: str, num_shards: int) -> int:
+  """A stable shard for an id (the same on every host and run)."""
+  digest = hashlib.sha1(example_id.encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def _file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _serialize(record: EncodedRecord, dtype: np.dtype) -> bytes:
+  import tensorflow as tf
+
+  vector = np.ascontiguousarray(record.vector, dtype=dtype)
+  feature = {
+    "id": tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[record.id.encode("utf-8")])
+    ),
+    "vector": tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[vector.tobytes()])
+    ),
+    "loss": tf.train.Feature(
+      float_list=tf.train.FloatList(value=[record.loss])
+    ),
+    "num_tokens": tf.train.Feature(
+      int64_list=tf.train.Int64List(value=[record.num_tokens])
+    ),
+  }
+  example = tf.train.Example(features=tf.train.Features(feature=feature))
+  return example.SerializeToString()
+
+
+def write_shard(
+  directory: str,
+  *,
+  index: int,
+  num_shards: int,
+  records: Iterable[EncodedRecord],
+  rejected: Sequence[Rejection],
+  fingerprint: encoder_lib.Fingerprint,
+) -> ShardInfo:
+  """Writes one shard atomically, then its metadata file.
+
+  Records are written in the order given; callers sort them by id.
+  """
+  import tensorflow as tf
+
+  os.makedirs(directory, exist_ok=True)
+  name = shard_name(index, num_shards)
+  final = os.path.join(directory, name)
+  temporary = f"{final}.tmp-{os.getpid()}"
+  dtype = np.dtype(fingerprint.dtype)
+  count = tokens = 0
+  with tf.io.TFRecordWriter(temporary) as writer:
+    for record in records:
+      writer.write(_serialize(record, dtype))
+      count += 1
+      tokens += int(record.num_tokens)
+  os.replace(temporary, final)
+  info = ShardInfo(
+    index=index,
+    num_shards=num_shards,
+    count=count,
+    tokens=tokens,
+    sha256=_file_sha256(final),
+    fingerprint=fingerprint.to_dict(),
+    rejected=tuple(r.to_dict() for r in rejected),
+  )
+  _write_json(final.replace(".tfrecord", ".json"), info.to_dict())
+  return info
+
+
+def _write_json(path: str, value: Any) -> None:
+  temporary = f"{path}.tmp-{os.getpid()}"
+  with open(temporary, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  os.replace(temporary, path)
+
+
+def done_shard(
+  directory: str,
+  index: int,
+  num_shards: int,
+  fingerprint: encoder_lib.Fingerprint,
+) -> ShardInfo | None:
+  """The metadata of a finished shard, or None if it must be (re)written.
+
+  Raises:
+    encoder.FingerprintMismatchError: If the shard was made by another
+      encoder.
+  """
+  data = os.path.join(directory, shard_name(index, num_shards))
+  meta = data.replace(".tfrecord", ".json")
+  if not (os.path.exists(data) and os.path.exists(meta)):
+    return None
+  with open(meta) as f:
+    values = json.load(f)
+  info = ShardInfo(**{**values, "rejected": tuple(values["rejected"])})
+  fingerprint.check_matches(
+    encoder_lib.Fingerprint.from_dict(info.fingerprint), what=data
+  )
+  if _file_sha256(data) != info.sha256:
+    return None  # Written by a run that died between data and metadata.
+  return info
+
+
+def finalize(
+  directory: str,
+  *,
+  shards: Sequence[ShardInfo],
+  parse_rejected: Sequence[Rejection],
+  fingerprint: encoder_lib.Fingerprint,
+  encoder_config: dict[str, Any],
+  num_read: int,
+  source: str,
+) -> dict[str, Any]:
+  """Writes `rejected.jsonl`, `manifest.json` and, last, `COMPLETED`.
+
+  Raises:
+    StoreError: If shards are missing or the counts do not add up.
+  """
+  shards = sorted(shards, key=lambda s: s.index)
+  num_shards = shards[0].num_shards if shards else 0
+  if [s.index for s in shards] != list(range(num_shards)):
+    raise StoreError(f"{directory}: shards missing, have {len(shards)}")
+  rejected = [r.to_dict() for r in parse_rejected]
+  for shard in shards:
+    rejected.extend(shard.rejected)
+  rejected.sort(key=lambda r: (r.get("id") or "", r.get("location") or ""))
+  encoded = sum(s.count for s in shards)
+  if encoded + len(rejected) != num_read:
+    raise StoreError(
+      f"{directory}: {encoded} encoded + {len(rejected)} rejected != "
+      f"{num_read} read"
+    )
+  with open(os.path.join(directory, REJECTED), "w") as f:
+    for record in rejected:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+  manifest = {
+    "fingerprint": fingerprint.to_dict(),
+    "encoder_config": encoder_config,
+    "dim": fingerprint.dim,
+    "dtype": fingerprint.dtype,
+    "source": source,
+    "counts": {
+      "read": num_read,
+      "encoded": encoded,
+      "rejected": len(rejected),
+      "tokens": sum(s.tokens for s in shards),
+    },
+    "shards": [
+      {"file": s.file_name, "count": s.count, "sha256": s.sha256}
+      for s in shards
+    ],
+    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+  }
+  _write_json(os.path.join(directory, MANIFEST), manifest)
+  with open(os.path.join(directory, COMPLETED), "w") as f:
+    f.write(manifest["created"] + "\n")
+  return manifest
+
+
+class Batch(NamedTuple):
+  ids: list[str]
+  vectors: np.ndarray  # [n, d]
+  losses: np.ndarray  # [n]
+  num_tokens: np.ndarray  # [n]
+
+
+class EncodingStore:
+  """A finished store, opened for reading.
+
+  Args:
+    directory: The store directory.
+    expected: If given, the store's fingerprint must equal it.
+    verify: Check each shard's sha256 against the manifest before reading.
+
+  Raises:
+    StoreError: If the store is unfinished or its manifest unreadable.
+    encoder.FingerprintMismatchError: If `expected` differs.
+  """
+
+  def __init__(
+    self,
+    directory: str,
+    *,
+    expected: encoder_lib.Fingerprint | None = None,
+    verify: bool = True,
+  ):
+    self.directory = directory
+    if not os.path.exists(os.path.join(directory, COMPLETED)):
+      raise StoreError(f"{directory}: no {COMPLETED} marker (unfinished run?)")
+    try:
+      with open(os.path.join(directory, MANIFEST)) as f:
+        self.manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+      raise StoreError(f"{directory}/{MANIFEST}: unreadable: {error}") from None
+    self.fingerprint = encoder_lib.Fingerprint.from_dict(
+      self.manifest["fingerprint"]
+    )
+    if expected is not None:
+      expected.check_matches(self.fingerprint, what=f"store {directory}")
+    self.verify = verify
+    self.dtype = np.dtype(self.manifest["dtype"])
+    self.dim = int(self.manifest["dim"])
+
+  def __len__(self) -> int:
+    return int(self.manifest["counts"]["encoded"])
+
+  @property
+  def shard_paths(self) -> list[str]:
+    return [
+      os.path.join(self.directory, s["file"]) for s in self.manifest["shards"]
+    ]
+
+  def _records(self, shard: dict[str, Any]) -> Iterator[bytes]:
+    import tensorflow as tf
+
+    path = os.path.join(self.directory, shard["file"])
+    if not os.path.exists(path):
+      raise StoreError(f"shard {path} is missing")
+    if self.verify and _file_sha256(path) != shard["sha256"]:
+      raise StoreError(f"shard {path} is corrupted: checksum mismatch")
+    count = 0
+    try:
+      for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        count += 1
+        yield raw
+    except tf.errors.OpError as error:
+      raise StoreError(
+        f"shard {path} is truncated or corrupted: {error.message}"
+      ) from None
+    if count != shard["count"]:
+      raise StoreError(
+        f"shard {path} has {count} records, manifest says {shard['count']}"
+      )
+
+  def _parse(self, raw: bytes) -> EncodedRecord:
+    import tensorflow as tf
+
+    feature = tf.train.Example.FromString(raw).features.feature
+    return EncodedRecord(
+      id=feature["id"].bytes_list.value[0].decode("utf-8"),
+      vector=np.frombuffer(feature["vector"].bytes_list.value[0], self.dtype),
+      loss=feature["loss"].float_list.value[0],
+      num_tokens=int(feature["num_tokens"].int64_list.value[0]),
+    )
+
+  @property
+  def num_shards(self) -> int:
+    return len(self.manifest["shards"])
+
+  def shard_records(self, index: int) -> Iterator[EncodedRecord]:
+    """The records of one shard.
+
+    Raises:
+      StoreError: Naming the shard, if it is missing, truncated or corrupt.
+    """
+    for raw in self._records(self.manifest["shards"][index]):
+      yield self._parse(raw)
+
+  def records(self) -> Iterator[EncodedRecord]:
+    """Every record, shard by shard."""
+    for index in range(self.num_shards):
+      yield from self.shard_records(index)
+
+  def batches(self, batch_size: int) -> Iterator[Batch]:
+    """Records in batches of `batch_size` (the last may be smaller)."""
+    chunk: list[EncodedRecord] = []
+    for record in self.records():
+      chunk.append(record)
+      if len(chunk) == batch_size:
+        yield _stack(chunk)
+        chunk = []
+    if chunk:
+      yield _stack(chunk)
+
+  def load(self) -> Batch:
+    """The whole store in memory (for indexes and small stores)."""
+    return _stack(list(self.records()))
+
+
+def _stack(records: Sequence[EncodedRecord]) -> Batch:
+  return Batch(
+    ids=[r.id for r in records],
+    vectors=np.stack([r.vector for r in records]),
+    losses=np.asarray([r.loss for r in records], np.float32),
+    num_tokens=np.asarray([r.num_tokens for r in records], np.int64),
+  )
