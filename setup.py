@@ -50,5 +50,14 @@ setuptools.setup(
   python_requires=">=3.11,<3.12",
   install_requires=INSTALL_REQUIRES,
   extras_require=EXTRAS_REQUIRE,
-  entry_points={"console_scripts": []},
+  entry_points={
+    "console_scripts": [
+      "trak-jax-train = trak_jax.train_main:run",
+      "trak-jax-factbench = trak_jax.eval.factbench:main",
+      "trak-jax-encode = pipelines.encode_main:run",
+      "trak-jax-hessian = pipelines.hessian_main:run",
+      "trak-jax-index = pipelines.index_main:run",
+      "trak-jax-retrieve = pipelines.retrieve_main:run",
+    ]
+  },
 )

@@ -87,6 +87,16 @@ def parse_corpus_record(record: Any, *, location: str) -> CorpusExample:
   return CorpusExample(id=example_id, text=text)
 
 
+def _id_if_any(line: bytes) -> str | None:
+  """The id of a line with bad bytes elsewhere, to name it in the error."""
+  try:
+    record = json.loads(line.decode("utf-8", errors="replace"))
+  except json.JSONDecodeError:
+    return None
+  example_id = record.get("id") if isinstance(record, dict) else None
+  return example_id if isinstance(example_id, str) else None
+
+
 def parse_corpus_line(line: bytes | str, *, location: str) -> CorpusExample:
   """Parses one JSONL corpus line.
 
@@ -98,7 +108,7 @@ def parse_corpus_line(line: bytes | str, *, location: str) -> CorpusExample:
       line = line.decode("utf-8")
     except UnicodeDecodeError as error:
       raise MalformedInputError(
-        location, f"undecodable bytes: {error}"
+        location, f"undecodable bytes: {error}", _id_if_any(line)
       ) from None
   try:
     record = json.loads(line)

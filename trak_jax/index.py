@@ -189,6 +189,8 @@ class Index:
     )
 
   def save(self, directory: str) -> None:
+    # ScaNN records artifact paths as given: keep them absolute.
+    directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "ids.json"), "w") as f:
       json.dump(self.ids, f)
@@ -207,6 +209,7 @@ class Index:
     Raises:
       FileNotFoundError: If `directory` holds no index.
     """
+    directory = os.path.abspath(directory)
     info_path = os.path.join(directory, INFO)
     if not os.path.exists(info_path):
       raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
