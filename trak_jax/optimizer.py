@@ -25,6 +25,7 @@ class OptimizerConfig:
     b1: AdamW first-moment decay.
     b2: AdamW second-moment decay.
     adafactor_decay_rate: Adafactor second-moment decay exponent.
+    adafactor_momentum: Adafactor first-moment decay (None: no momentum).
     min_dim_size_to_factor: Adafactor factors a matrix's second moments when
       both its dims are at least this large.
     clip_norm: Global gradient-norm clip (0: none).
@@ -39,6 +40,7 @@ class OptimizerConfig:
   b1: float = 0.9
   b2: float = 0.98
   adafactor_decay_rate: float = 0.8
+  adafactor_momentum: float | None = None
   min_dim_size_to_factor: int = 32
   clip_norm: float = 1.0
 
@@ -93,6 +95,7 @@ def make_optimizer(
       min_dim_size_to_factor=config.min_dim_size_to_factor,
       multiply_by_parameter_scale=False,
       clipping_threshold=None,
+      momentum=config.adafactor_momentum,
       weight_decay_rate=config.weight_decay or None,
     )
   else:

@@ -1,0 +1,196 @@
+"""Hessian, index and retrieval jobs on a tiny store."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
+from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import hessian as hessian_lib_core
+from trak_jax import index as index_core
+from trak_jax import projection as projection_lib
+from trak_jax import report as report_lib
+from trak_jax import store as store_lib
+
+CONFIG = encoder_lib.preset(
+  "trackstar", projection=projection_lib.ProjectionSpec(dim=128)
+)
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_run, tmp_path_factory):
+  root = tmp_path_factory.mktemp("stages")
+  encode_lib.run_pipeline(
+    TestPipeline(),
+    options=encode_lib.EncodeOptions(
+      corpus=tiny_run["corpus"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=str(root / "store"),
+      encoder_config=CONFIG,
+      num_shards=2,
+      batch_size=16,
+    ),
+  )
+  info = hessian_lib.run_pipeline(
+    TestPipeline(),
+    options=hessian_lib.HessianOptions(
+      store_dir=str(root / "store"),
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=str(root / "hessian"),
+      encoder_config=CONFIG,
+      batch_size=16,
+    ),
+  )
+  index_info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=str(root / "store"),
+      hessian_dir=str(root / "hessian"),
+      output_dir=str(root / "index"),
+      encoder_config=CONFIG,
+    ),
+  )
+  return {"root": root, "hessian": info, "index": index_info}
+
+
+def test_hessian_job_matches_a_direct_fit(stages, tiny_run):
+  info = stages["hessian"]
+  store = store_lib.EncodingStore(str(stages["root"] / "store"))
+  assert info["train_examples"] == len(store)  # sample >= store: all of it
+  assert 0 < info["mix"] < 1 and info["eigen_k"] >= 1
+  arrays = np.load(stages["root"] / "hessian" / "hessian.npz")
+  phi = store.load().vectors.astype(np.float64)
+  np.testing.assert_allclose(
+    arrays["train_0"], phi.T @ phi / len(phi), rtol=1e-6
+  )
+  expected = hessian_lib_core.auto_mix(
+    [arrays["train_0"]], [arrays["eval_0"]], k=info["eigen_k"]
+  )
+  assert info["mix"] == pytest.approx(expected)
+
+
+def test_index_finishes_encodings_and_measures_recall(stages):
+  index = index_core.Index.load(str(stages["root"] / "index"))
+  norms = np.linalg.norm(index.vectors, axis=1)
+  np.testing.assert_allclose(norms, 1.0, rtol=1e-4)  # normalised
+  recall = stages["index"]["recall_at_10"]
+  assert recall["recall"] >= 0.9 and recall["queries"] > 0
+  store = store_lib.EncodingStore(str(stages["root"] / "store")).load()
+  preconditioner, _ = hessian_lib_core.load(str(stages["root"] / "hessian"))
+  order = np.argsort(store.ids)
+  expected = np.asarray(
+    encoder_lib.finish(
+      store.vectors[order].astype(np.float32), preconditioner, normalize=True
+    )
+  )
+  np.testing.assert_allclose(index.vectors, expected, atol=1e-4)
+  assert index.ids == sorted(store.ids)
+
+
+def test_retrieve_writes_report_metrics_and_page(stages, tiny_run, tmp_path):
+  out = tmp_path / "report"
+  exact_dir = tmp_path / "exact"
+  index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=str(stages["root"] / "store"),
+      hessian_dir=str(stages["root"] / "hessian"),
+      output_dir=str(exact_dir),
+      encoder_config=CONFIG,
+      kind="exact",
+    ),
+  )
+  summary = retrieve_lib.run_pipeline(
+    TestPipeline(),
+    options=retrieve_lib.RetrieveOptions(
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      corpus=tiny_run["corpus"],
+      indexes=(
+        ("trackstar", str(stages["root"] / "index")),
+        ("exact", str(exact_dir)),
+      ),
+      output_dir=str(out),
+      batch_size=16,
+    ),
+  )
+  records = report_lib.read_report_jsonl(str(out / "report.jsonl"))
+  queries = [json.loads(line) for line in open(tiny_run["queries"])]
+  assert [r["query_id"] for r in records] == sorted(q["id"] for q in queries)
+  corpus = {
+    json.loads(line)["id"]: json.loads(line)["text"]
+    for line in open(tiny_run["corpus"])
+  }
+  for record in records:
+    for method in ("trackstar", "exact"):
+      proponents = record["results"][method]["proponents"]
+      assert len(proponents) == 10
+      for p in proponents:
+        assert p["text"] == corpus[p["id"]]
+        assert p["relevant"] == (p["id"] in record["relevant_ids"])
+    # ScaNN and exact search agree on these tiny indexes.
+    assert [p["id"] for p in record["results"]["trackstar"]["proponents"]] == [
+      p["id"] for p in record["results"]["exact"]["proponents"]
+    ]
+  rr = [r["results"]["trackstar"]["reciprocal_rank"] for r in records]
+  assert summary["trackstar"]["mrr"]["mean"] == pytest.approx(np.mean(rr))
+  metrics = json.load(open(out / "metrics.json"))
+  assert metrics == summary
+  html = (out / "report.html").read_text()
+  assert "trackstar" in html and "<script" in html
+
+
+def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
+  other = dataclasses.replace(
+    CONFIG, projection=projection_lib.ProjectionSpec(dim=128, seed=4)
+  )
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError, match="'projection'"
+  ):
+    hessian_lib.run_pipeline(
+      TestPipeline(),
+      options=hessian_lib.HessianOptions(
+        store_dir=str(stages["root"] / "store"),
+        queries=tiny_run["queries"],
+        checkpoint=tiny_run["checkpoint"],
+        output_dir=str(tmp_path / "h"),
+        encoder_config=other,
+      ),
+    )
+  # A Hessian whose recorded fingerprint differs from the store's.
+  info_path = stages["root"] / "hessian" / "hessian.json"
+  info = json.load(open(info_path))
+  bad = tmp_path / "bad_hessian"
+  bad.mkdir()
+  (bad / "hessian.npz").write_bytes(
+    (stages["root"] / "hessian" / "hessian.npz").read_bytes()
+  )
+  info["fingerprint"]["seed"] = 99
+  json.dump(info, open(bad / "hessian.json", "w"))
+  with pytest.raises(encoder_lib.FingerprintMismatchError, match="'seed'"):
+    index_lib.run_pipeline(
+      TestPipeline(),
+      options=index_lib.IndexOptions(
+        store_dir=str(stages["root"] / "store"),
+        hessian_dir=str(bad),
+        output_dir=str(tmp_path / "i"),
+        encoder_config=CONFIG,
+      ),
+    )
+
+
+def test_an_index_of_another_checkpoint_is_refused(stages, tiny_run, tmp_path):
+  index_dir = tmp_path / "index"
+  index = index_core.Index.load(str(stages["root"] / "index"))
+  index.info["store_fingerprint"]["checkpoint_digest"] = "0" * 64
+  index.save(str(index_dir))
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError, match="'checkpoint_digest'"
+  ):
+    retrieve_lib.load_method(loaded, str(index_dir))
