@@ -58,6 +58,7 @@ setuptools.setup(
       "trak-jax-hessian = pipelines.hessian_main:run",
       "trak-jax-index = pipelines.index_main:run",
       "trak-jax-retrieve = pipelines.retrieve_main:run",
+      "trak-jax-eval = pipelines.evaluate_main:run",
     ]
   },
 )

@@ -143,17 +143,18 @@ CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {
     "{s} has the nationality of {o}.",
   ),
 }
-# Query templates use `{s}`; the object continues the prompt. None of them
+# Query templates use `{s}` (and `{a}`, the object's article); the object
+# continues the prompt. None of them
 # occurs in the corpus (`generate` checks).
 QUERY_TEMPLATES: dict[str, tuple[str, ...]] = {
-  "capital": ("The capital of {s} is",),
+  "capital": ("The capital city of {s} is",),
   "continent": ("{s} is located on the continent of",),
   "currency": ("The currency of {s} is the",),
-  "located_in": ("{s} is a city located in the country of",),
-  "born_in": ("{s} was born in the city of",),
-  "works_for": ("{s} is an employee of",),
+  "located_in": ("{s} is a town in",),
+  "born_in": ("Records show that {s} was born in",),
+  "works_for": ("{s} is employed at",),
   "educated_at": ("{s} is a graduate of the",),
-  "occupation": ("The occupation of {s} is",),
+  "occupation": ("By trade, {s} is {a}",),
   "citizen_of": ("{s} is a national of",),
 }
 RELATIONS = tuple(CORPUS_TEMPLATES)
@@ -244,9 +245,9 @@ class FactBenchConfig:
   num_cities: int = 80
   num_people: int = 70
   num_queries: int = 360
-  num_filler_passages: int = 300
+  num_filler_passages: int = 150
   filler_passage_sentences: tuple[int, int] = (2, 4)
-  filler_sentences: tuple[int, int] = (0, 2)
+  filler_sentences: tuple[int, int] = (0, 1)
   topic_filler_fraction: float = 0.3
   max_facts_per_passage: int = 3
   subject_distractors: int = 1
@@ -722,7 +723,7 @@ def _filler_passage_text(config: FactBenchConfig, rng: random.Random) -> str:
 
 def _prompt(fact: Fact, rng: random.Random) -> str:
   template = rng.choice(QUERY_TEMPLATES[fact.relation])
-  return template.format(s=fact.subject)
+  return template.format(s=fact.subject, a=_article(fact.object))
 
 
 # ----------------------------------------------------------------------------

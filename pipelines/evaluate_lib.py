@@ -1,0 +1,437 @@
+"""The fact-tracing evaluation: every method, every metric, one report.
+
+For a checkpoint, a corpus and a query file (DESIGN.md section 5):
+
+1. encode the corpus with the Beam encode job, once per correction the
+   methods need (none; the optimizer's);
+2. fit each Hessian the methods need (R_train; mixed R) with the Beam job;
+3. build an exact index per gradient method (and a ScaNN index for
+   TrackStar), and retrieve every query with every method in one job;
+4. add BM25 (queries = prompt + target) and, as a tail-patch reference, the
+   ground-truth passages;
+5. score MRR, Recall@10, Precision@10 and tail-patch per method, with 95%
+   bootstrap intervals, overall, per frequency bucket and by whether the
+   model answers the query;
+6. write results.json, results.md, plots and the side-by-side report.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
+from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import data as data_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import hessian as hessian_core
+from trak_jax import projection as projection_lib
+from trak_jax import report as report_lib
+from trak_jax.eval import bm25 as bm25_lib
+from trak_jax.eval import metrics as metrics_lib
+from trak_jax.eval import plots as plots_lib
+from trak_jax.eval import tailpatch as tailpatch_lib
+
+GRADIENT_METHODS = (
+  "grad_dot",
+  "grad_cos",
+  "trak_like",
+  "trackstar",
+  "trackstar_no_correction",
+  "trackstar_no_hessian",
+  "trackstar_no_norm",
+)
+BM25 = "bm25"
+GROUND_TRUTH = "ground_truth"
+METRICS = ("mrr", "recall@10", "precision@10", "tail_patch")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+  """What to evaluate and how.
+
+  Attributes:
+    corpus: Corpus spec.
+    queries: Query JSONL with `relevant_ids`.
+    checkpoint: The trained model.
+    output_dir: Receives stores/, hessians/, indexes/, report/ and results.
+    methods: Gradient methods (presets of `trak_jax.encoder`).
+    correction: TrackStar's correction ("adafactor", "adam"; default: the
+      one matching the checkpoint's optimizer).
+    projection: The projection every method shares.
+    hessian: TrackStar's Hessian spec (kind is set per method).
+    k: Proponents per query.
+    tailpatch_queries: Queries that tail-patch scores (the first n; None:
+      all); tail-patch is the slow part.
+    tailpatch_step_size: Step size (None: the end-of-training rate).
+    num_shards: Store shards.
+    batch_size: Examples per encoder call.
+    pipeline_options: Beam options for every job.
+  """
+
+  corpus: str
+  queries: str
+  checkpoint: str
+  output_dir: str
+  methods: tuple[str, ...] = GRADIENT_METHODS
+  correction: str | None = None
+  projection: projection_lib.ProjectionSpec = projection_lib.ProjectionSpec()
+  hessian: hessian_core.HessianSpec = hessian_core.HessianSpec()
+  k: int = 10
+  tailpatch_queries: int | None = None
+  tailpatch_step_size: float | None = None
+  num_shards: int = 4
+  batch_size: int = 32
+  pipeline_options: str = "--runner=DirectRunner"
+
+
+def checkpoint_correction(optimizer_name: str) -> str:
+  """The correction that reads the optimizer's own second moments."""
+  return {"adamw": "adam", "adafactor": "adafactor"}[optimizer_name]
+
+
+def method_configs(
+  options: EvaluateOptions, optimizer_name: str
+) -> dict[str, encoder_lib.EncoderConfig]:
+  correction = options.correction or checkpoint_correction(optimizer_name)
+  return {
+    name: encoder_lib.preset(
+      name,
+      correction=correction,
+      projection=options.projection,
+      hessian=options.hessian,
+    )
+    for name in options.methods
+  }
+
+
+def _key(config: encoder_lib.EncoderConfig) -> str:
+  return config.correction.kind
+
+
+def _log(message: str) -> None:
+  print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def build_indexes(
+  options: EvaluateOptions,
+  configs: dict[str, encoder_lib.EncoderConfig],
+  make_pipeline: Callable[[], Any],
+) -> dict[str, str]:
+  """Runs encode, hessian and index jobs; returns method -> index dir."""
+  out = options.output_dir
+  stores = {}
+  for config in configs.values():
+    kind = _key(config)
+    if kind in stores:
+      continue
+    stores[kind] = os.path.join(out, "stores", kind)
+    _log(f"encode corpus (correction {kind})")
+    encode_lib.run_pipeline(
+      make_pipeline(),
+      options=encode_lib.EncodeOptions(
+        corpus=options.corpus,
+        checkpoint=options.checkpoint,
+        output_dir=stores[kind],
+        encoder_config=config,
+        num_shards=options.num_shards,
+        batch_size=options.batch_size,
+      ),
+    )
+  hessians, indexes = {}, {}
+  for name, config in configs.items():
+    store_dir = stores[_key(config)]
+    hessian_dir = None
+    if config.hessian.kind != "none":
+      hkey = (_key(config), config.hessian.kind)
+      if hkey not in hessians:
+        hessians[hkey] = os.path.join(out, "hessians", "-".join(hkey))
+        _log(f"fit hessian {hkey}")
+        hessian_lib.run_pipeline(
+          make_pipeline(),
+          options=hessian_lib.HessianOptions(
+            store_dir=store_dir,
+            queries=options.queries,
+            checkpoint=options.checkpoint,
+            output_dir=hessians[hkey],
+            encoder_config=config,
+            batch_size=options.batch_size,
+          ),
+        )
+      hessian_dir = hessians[hkey]
+    indexes[name] = os.path.join(out, "indexes", name)
+    index_lib.run_pipeline(
+      make_pipeline(),
+      options=index_lib.IndexOptions(
+        store_dir=store_dir,
+        hessian_dir=hessian_dir,
+        output_dir=indexes[name],
+        encoder_config=config,
+        kind="exact",
+      ),
+    )
+  return indexes
+
+
+def add_bm25(
+  records: list[dict], corpus: dict[str, str], queries, *, k: int
+) -> None:
+  """Adds BM25's proponents (queries = prompt + target) to each record."""
+  ids = sorted(corpus)
+  index = bm25_lib.Bm25Index.build(ids, [corpus[i] for i in ids])
+  by_id = {q.id: q for q in queries}
+  found_ids, scores = index.search_queries(
+    [by_id[r["query_id"]] for r in records], k=k
+  )
+  for record, ranked, row in zip(records, found_ids, scores, strict=True):
+    relevant = set(record["relevant_ids"])
+    record["results"][BM25] = {
+      "reciprocal_rank": metrics_lib.reciprocal_rank(ranked, relevant),
+      "proponents": [
+        {
+          "rank": rank,
+          "id": pid,
+          "score": float(score),
+          "text": corpus[pid],
+          "relevant": pid in relevant,
+        }
+        for rank, (pid, score) in enumerate(
+          zip(ranked, row, strict=True), start=1
+        )
+      ],
+    }
+
+
+def tail_patch(
+  records: list[dict],
+  corpus: dict[str, str],
+  queries,
+  loaded,
+  *,
+  methods: Sequence[str],
+  limit: int | None,
+  step_size: float | None,
+  top: int = 10,
+) -> tuple[dict[str, np.ndarray], float]:
+  """Per method, [queries] mean tail-patch of the top proponents (NaN for
+  queries past `limit`); the ground-truth passages as a reference row."""
+  patcher = tailpatch_lib.TailPatcher.from_checkpoint(
+    loaded,
+    step_size=step_size,
+    seq_len=loaded.metadata.get("train_config", {}).get("seq_len"),
+  )
+  by_id = {q.id: q for q in queries}
+  chosen = records[:limit] if limit is not None else records
+  values = {m: np.full(len(records), np.nan) for m in [*methods, GROUND_TRUTH]}
+  for row, record in enumerate(chosen):
+    query = by_id[record["query_id"]]
+    texts = {
+      m: [p["text"] for p in record["results"][m]["proponents"][:top]]
+      for m in methods
+    }
+    texts[GROUND_TRUTH] = [corpus[i] for i in record["relevant_ids"][:top]]
+    for method, passages in texts.items():
+      if passages:
+        values[method][row] = float(np.mean(patcher.deltas(passages, query)))
+    if row % 25 == 0:
+      _log(f"tail-patch {row + 1}/{len(chosen)}")
+  return values, patcher.step_size
+
+
+def per_query_metrics(
+  records: list[dict], methods: Sequence[str], tail: dict[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+  """method -> metric -> [queries] values (NaN where not measured)."""
+  table = {}
+  for method in [*methods, GROUND_TRUTH]:
+    if method == GROUND_TRUTH:
+      table[method] = {"tail_patch": tail[method]}
+      continue
+    rankings = [
+      [p["id"] for p in r["results"][method]["proponents"]] for r in records
+    ]
+    values = metrics_lib.per_query(
+      rankings, [r["relevant_ids"] for r in records], k=10
+    )
+    values["tail_patch"] = tail[method]
+    table[method] = values
+  return table
+
+
+def summarize_groups(
+  table: dict[str, dict[str, np.ndarray]], records: list[dict]
+) -> dict[str, Any]:
+  """Mean and 95% interval per method and metric, overall and per group."""
+  groups = {"all": np.ones(len(records), bool)}
+  buckets = sorted({str(r.get("frequency_bucket")) for r in records})
+  for bucket in buckets:
+    groups[f"bucket={bucket}"] = np.array(
+      [str(r.get("frequency_bucket")) == bucket for r in records]
+    )
+  correct = np.array([r["correct"] for r in records])
+  groups["model_correct"], groups["model_wrong"] = correct, ~correct
+  summary = collections.defaultdict(dict)
+  for group, mask in groups.items():
+    for method, metrics in table.items():
+      summary[group][method] = {}
+      for metric, values in metrics.items():
+        chosen = values[mask]
+        chosen = chosen[~np.isnan(chosen)]
+        summary[group][method][metric] = metrics_lib.summarize(chosen)
+  return dict(summary)
+
+
+def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+  """The results table (overall) and per-bucket MRR / tail-patch tables."""
+
+  def cell(stats):
+    if not stats or stats["n"] == 0:
+      return "–"
+    return f"{stats['mean']:.3f} [{stats['low']:.3f}, {stats['high']:.3f}]"
+
+  lines = [
+    "# Fact-tracing results",
+    "",
+    f"Queries: {meta['queries']} (tail-patch on {meta['tailpatch_queries']}),"
+    f" corpus: {meta['corpus_size']} passages, d = {meta['dim']}, "
+    f"tail-patch step size {meta['step_size']:.2e} ({meta['step']}), "
+    f"model answers {meta['model_accuracy']:.1%} of queries. "
+    "Mean [95% bootstrap interval] over queries.",
+    "",
+    "| method | " + " | ".join(METRICS) + " |",
+    "|---|" + "---|" * len(METRICS),
+  ]
+  for method, metrics in summary["all"].items():
+    lines.append(
+      f"| {method} | "
+      + " | ".join(cell(metrics.get(m)) for m in METRICS)
+      + " |"
+    )
+  groups = [g for g in summary if g != "all"]
+  for metric in ("mrr", "tail_patch"):
+    lines += ["", f"## {metric} by group", ""]
+    lines.append("| method | " + " | ".join(groups) + " |")
+    lines.append("|---|" + "---|" * len(groups))
+    for method in summary["all"]:
+      lines.append(
+        f"| {method} | "
+        + " | ".join(cell(summary[g][method].get(metric)) for g in groups)
+        + " |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def score_distribution(options, configs, indexes, loaded, queries, method):
+  """Scores of relevant vs other passages for `method` (all pairs)."""
+  index = retrieve_lib.load_method(loaded, indexes[method])
+  encoder, built = index
+  encoded = encoder_lib.encode_queries(
+    encoder,
+    loaded.tokenizer,
+    queries,
+    batch_size=options.batch_size,
+    max_len=loaded.model_config.max_len,
+  )
+  scores = encoded.features @ built.vectors.T  # [queries, corpus]
+  position = {example_id: i for i, example_id in enumerate(built.ids)}
+  relevant = np.zeros_like(scores, bool)
+  for row, query in enumerate(queries):
+    for example_id in query.relevant_ids:
+      if example_id in position:
+        relevant[row, position[example_id]] = True
+  return scores[relevant], scores[~relevant]
+
+
+def run_evaluation(
+  options: EvaluateOptions, *, make_pipeline: Callable[[], Any]
+) -> dict[str, Any]:
+  """Runs every stage and writes results; returns results.json's content."""
+  start = time.perf_counter()
+  os.makedirs(options.output_dir, exist_ok=True)
+  header = checkpoint_lib.read_header(options.checkpoint)
+  configs = method_configs(options, header.optimizer_config.name)
+  indexes = build_indexes(options, configs, make_pipeline)
+  _log("retrieve with every method")
+  report_dir = os.path.join(options.output_dir, "report")
+  retrieve_lib.run_pipeline(
+    make_pipeline(),
+    options=retrieve_lib.RetrieveOptions(
+      queries=options.queries,
+      checkpoint=options.checkpoint,
+      corpus=options.corpus,
+      indexes=tuple(indexes.items()),
+      output_dir=report_dir,
+      k=options.k,
+      batch_size=options.batch_size,
+    ),
+  )
+  records = report_lib.read_report_jsonl(
+    os.path.join(report_dir, "report.jsonl")
+  )
+  queries = data_lib.read_queries(options.queries)
+  corpus = {
+    e.id: e.text
+    for e in data_lib.read_corpus(options.corpus, skip_malformed=True)
+  }
+  _log("BM25")
+  add_bm25(records, corpus, queries, k=options.k)
+  methods = [BM25, *options.methods]
+  loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
+  _log("tail-patch")
+  tail, step_size = tail_patch(
+    records,
+    corpus,
+    queries,
+    loaded,
+    methods=methods,
+    limit=options.tailpatch_queries,
+    step_size=options.tailpatch_step_size,
+  )
+  table = per_query_metrics(records, methods, tail)
+  summary = summarize_groups(table, records)
+  meta = {
+    "queries": len(records),
+    "tailpatch_queries": min(
+      options.tailpatch_queries or len(records), len(records)
+    ),
+    "corpus_size": len(corpus),
+    "dim": encoder_lib.fingerprint_for_checkpoint(
+      options.checkpoint, next(iter(configs.values()))
+    ).dim,
+    "step_size": step_size,
+    "step": "one step of the checkpoint's optimizer, its state restored",
+    "model_accuracy": float(np.mean([r["correct"] for r in records])),
+    "correction": configs.get(
+      "trackstar", next(iter(configs.values()))
+    ).correction.kind,
+  }
+  write_outputs(options, records, summary, meta)
+  relevant, other = (
+    score_distribution(options, configs, indexes, loaded, queries, "trackstar")
+    if "trackstar" in configs
+    else (np.zeros(0), np.zeros(0))
+  )
+  plots_lib.write_plots(summary, relevant, other, output_dir=options.output_dir)
+  meta["seconds"] = time.perf_counter() - start
+  results = {"meta": meta, "summary": summary}
+  with open(os.path.join(options.output_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  return results
+
+
+def write_outputs(options, records, summary, meta) -> None:
+  report_lib.write_report_jsonl(
+    records, os.path.join(options.output_dir, "report.jsonl")
+  )
+  report_lib.write_report_html(
+    records,
+    os.path.join(options.output_dir, "report.html"),
+    title="trak_jax fact tracing",
+  )
+  with open(os.path.join(options.output_dir, "results.md"), "w") as f:
+    f.write(results_markdown(summary, meta))

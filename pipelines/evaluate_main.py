@@ -1,0 +1,96 @@
+r"""Runs the fact-tracing evaluation on anyone's data.
+
+  trak-jax-eval --corpus=corpus.jsonl --queries=queries.jsonl \
+    [--checkpoint=model_dir] --output_dir=out/eval
+
+Without --checkpoint, a model is trained on the corpus first with the gin
+training config (`--gin_file`, default experiments/demo.gin) into
+`<output_dir>/model`.
+"""
+
+import json
+
+import gin
+from absl import app, flags, logging
+
+from pipelines import evaluate_lib, launch
+from trak_jax import gin_utils, projection, train
+
+_CORPUS = flags.DEFINE_string("corpus", None, "Corpus spec.", required=True)
+_QUERIES = flags.DEFINE_string("queries", None, "Query JSONL.", required=True)
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint", None, "Trained model; trained on the corpus if not given."
+)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
+_DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
+_TAILPATCH = flags.DEFINE_integer(
+  "tailpatch_queries", None, "Queries scored by tail-patch (default all)."
+)
+
+
+def train_if_needed(output_dir: str) -> str:
+  """The checkpoint to evaluate: given, or trained on the corpus from gin."""
+  if _CHECKPOINT.value:
+    return _CHECKPOINT.value
+  model_dir = f"{output_dir}/model"
+  gin_utils.parse(
+    launch.GIN_FILES.value or ["experiments/demo.gin"],
+    [
+      f"train.train.corpus_path = '{_CORPUS.value}'",
+      f"train.train.output_dir = '{model_dir}'",
+      *launch.GIN_BINDINGS.value,
+    ],
+  )
+  result = gin.get_configurable(train.train)()
+  gin_utils.write_operative_config(model_dir)
+  return result.output_dir
+
+
+def evaluate(
+  *,
+  corpus: str,
+  queries: str,
+  checkpoint: str,
+  output_dir: str,
+  dim: int = 4096,
+  tailpatch_queries: int | None = None,
+) -> dict:
+  """Runs the evaluation, prints and returns its results."""
+  options = evaluate_lib.EvaluateOptions(
+    corpus=corpus,
+    queries=queries,
+    checkpoint=checkpoint,
+    output_dir=output_dir,
+    projection=projection.ProjectionSpec(dim=dim),
+    tailpatch_queries=tailpatch_queries,
+  )
+  results = evaluate_lib.run_evaluation(
+    options, make_pipeline=lambda: launch.make_pipeline()
+  )
+  with open(f"{output_dir}/results.md") as f:
+    print(f.read())
+  print(f"report: {output_dir}/report.html")
+  return results
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  checkpoint = train_if_needed(_OUTPUT_DIR.value)
+  results = evaluate(
+    corpus=_CORPUS.value,
+    queries=_QUERIES.value,
+    checkpoint=checkpoint,
+    output_dir=_OUTPUT_DIR.value,
+    dim=_DIM.value,
+    tailpatch_queries=_TAILPATCH.value,
+  )
+  print(json.dumps({"seconds": results["meta"]["seconds"]}))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
