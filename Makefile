@@ -15,6 +15,7 @@ $(STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
 	bash scripts/ensure_browser.sh
+	bash scripts/check_bazel.sh
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -2,11 +2,15 @@ r"""`make demo`: the whole job on the bundled fact-tracing data.
 
   python -m trak_jax.demo --output_dir=out/demo
 
-Steps, each reused when its output already exists:
+Steps (the data and the model are reused when they already exist):
 1. generate the FactBench demo corpus and queries (`<out>/data/`);
 2. train the demo model from `gin/experiments/demo.gin` (`<out>/model/`);
 3. report how many queries the model answers, overall and per frequency
-   bucket (`<out>/model/fact_accuracy.json`).
+   bucket (`<out>/model/fact_accuracy.json`);
+4. run the fact-tracing evaluation (`pipelines.evaluate_lib`): encode the
+   corpus with the Beam job, fit the Hessians, build the indexes, retrieve
+   with every method, add BM25, tail-patch, and write `<out>/eval/`
+   (results.md, results.json, report.html, plots).
 """
 
 import json
@@ -26,6 +30,10 @@ _GIN_FILES = flags.DEFINE_multi_string(
   "gin_file", ["experiments/demo.gin"], "Gin files of the training run."
 )
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
+_DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
+_TAILPATCH = flags.DEFINE_integer(
+  "tailpatch_queries", 120, "Queries scored by tail-patch (the slow part)."
+)
 
 
 def generate_data(output_dir: str) -> dict[str, str]:
@@ -87,6 +95,20 @@ def main(argv):
   print("queries answered correctly (greedy continuation == target):")
   for group, row in sorted(accuracy.items()):
     print(f"  {group:>6}: {row['accuracy']:.3f} of {row['queries']}")
+  from pipelines import evaluate_main  # Defines the pipeline flags.
+
+  results = evaluate_main.evaluate(
+    corpus=paths["corpus"],
+    queries=paths["queries"],
+    checkpoint=result.output_dir,
+    output_dir=os.path.join(out, "eval"),
+    dim=_DIM.value,
+    tailpatch_queries=_TAILPATCH.value,
+  )
+  print(
+    f"demo finished in {time.perf_counter() - start:.0f} s "
+    f"(evaluation {results['meta']['seconds']:.0f} s)"
+  )
 
 
 if __name__ == "__main__":
