@@ -34,3 +34,8 @@ test: $(STAMP) lint
 
 clean:
 	rm -rf out
+
+bench: $(STAMP)
+	@for script in bench/*.py; do \
+	  echo "== $$script"; $(PY) $$script || exit 1; \
+	done
