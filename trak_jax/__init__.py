@@ -31,7 +31,8 @@ from trak_jax.partitioning import make_mesh
 from trak_jax.projection import ProjectionSpec
 from trak_jax.scoring import top_k
 from trak_jax.store import EncodingStore, StoreError
-from trak_jax.train import TrainConfig, train
+from trak_jax.train import TrainConfig
+from trak_jax.train import train as train_model
 
 __all__ = [
   "PRESETS",
@@ -65,5 +66,5 @@ __all__ = [
   "read_corpus",
   "read_queries",
   "top_k",
-  "train",
+  "train_model",
 ]

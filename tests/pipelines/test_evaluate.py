@@ -1,0 +1,86 @@
+"""A small end-to-end evaluation run."""
+
+import json
+
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipelines import evaluate_lib
+from trak_jax import projection as projection_lib
+from trak_jax import report as report_lib
+from trak_jax.eval import metrics as metrics_lib
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_run, tmp_path_factory):
+  out = tmp_path_factory.mktemp("eval")
+  options = evaluate_lib.EvaluateOptions(
+    corpus=tiny_run["corpus"],
+    queries=tiny_run["queries"],
+    checkpoint=tiny_run["checkpoint"],
+    output_dir=str(out),
+    methods=("grad_dot", "trackstar"),
+    projection=projection_lib.ProjectionSpec(dim=128),
+    tailpatch_queries=4,
+    num_shards=1,
+    batch_size=16,
+  )
+  results = evaluate_lib.run_evaluation(options, make_pipeline=TestPipeline)
+  return out, results
+
+
+def test_evaluation_writes_every_output(evaluation):
+  out, results = evaluation
+  for name in (
+    "results.json",
+    "results.md",
+    "report.html",
+    "report.jsonl",
+    "metrics_by_method.png",
+    "metrics_by_bucket.png",
+    "score_distribution.png",
+  ):
+    assert (out / name).stat().st_size > 0, name
+  assert (out / "metrics_by_method.png").read_bytes()[:4] == b"\x89PNG"
+  assert json.load(open(out / "results.json")) == json.loads(
+    json.dumps(results)
+  )
+  table = (out / "results.md").read_text()
+  for method in ("bm25", "grad_dot", "trackstar", "ground_truth"):
+    assert f"| {method} |" in table
+
+
+def test_summary_equals_the_report_records(evaluation, tiny_run):
+  out, results = evaluation
+  records = report_lib.read_report_jsonl(str(out / "report.jsonl"))
+  assert set(records[0]["results"]) == {"bm25", "grad_dot", "trackstar"}
+  for method in ("bm25", "trackstar"):
+    rankings = [
+      [p["id"] for p in r["results"][method]["proponents"]] for r in records
+    ]
+    values = metrics_lib.per_query(
+      rankings, [r["relevant_ids"] for r in records]
+    )
+    overall = results["summary"]["all"][method]
+    assert overall["mrr"]["mean"] == pytest.approx(values["mrr"].mean())
+    assert overall["mrr"]["low"] <= overall["mrr"]["mean"]
+    assert overall["mrr"]["mean"] <= overall["mrr"]["high"]
+    assert overall["recall@10"]["mean"] == pytest.approx(
+      values["recall@10"].mean()
+    )
+  # Tail-patch ran on the first four queries only.
+  assert results["summary"]["all"]["trackstar"]["tail_patch"]["n"] == 4
+  assert results["meta"]["tailpatch_queries"] == 4
+  # Per-bucket groups partition the queries.
+  buckets = [g for g in results["summary"] if g.startswith("bucket=")]
+  sizes = [results["summary"][g]["bm25"]["mrr"]["n"] for g in buckets]
+  assert sum(sizes) == len(records)
+
+
+def test_bm25_finds_stating_passages_on_facts(evaluation):
+  _, results = evaluation
+  # Queries contain the subject and the object: BM25 should find a passage
+  # that states the fact for most of them.
+  assert results["summary"]["all"]["bm25"]["recall@10"]["mean"] > 0.8
+  assert np.isfinite(results["meta"]["step_size"])
