@@ -37,15 +37,7 @@ from trak_jax.eval import metrics as metrics_lib
 from trak_jax.eval import plots as plots_lib
 from trak_jax.eval import tailpatch as tailpatch_lib
 
-GRADIENT_METHODS = (
-  "grad_dot",
-  "grad_cos",
-  "trak_like",
-  "trackstar",
-  "trackstar_no_correction",
-  "trackstar_no_hessian",
-  "trackstar_no_norm",
-)
+GRADIENT_METHODS = encoder_lib.PRESETS
 BM25 = "bm25"
 GROUND_TRUTH = "ground_truth"
 METRICS = ("mrr", "recall@10", "precision@10", "tail_patch")
@@ -435,3 +427,29 @@ def write_outputs(options, records, summary, meta) -> None:
   )
   with open(os.path.join(options.output_dir, "results.md"), "w") as f:
     f.write(results_markdown(summary, meta))
+
+
+def evaluate(
+  *,
+  make_pipeline: Callable[[], Any],
+  corpus: str,
+  queries: str,
+  checkpoint: str,
+  output_dir: str,
+  dim: int = 4096,
+  tailpatch_queries: int | None = None,
+) -> dict[str, Any]:
+  """Runs the evaluation with default settings, prints the table."""
+  options = EvaluateOptions(
+    corpus=corpus,
+    queries=queries,
+    checkpoint=checkpoint,
+    output_dir=output_dir,
+    projection=projection_lib.ProjectionSpec(dim=dim),
+    tailpatch_queries=tailpatch_queries,
+  )
+  results = run_evaluation(options, make_pipeline=make_pipeline)
+  with open(os.path.join(output_dir, "results.md")) as f:
+    print(f.read())
+  print(f"report: {output_dir}/report.html")
+  return results

@@ -14,7 +14,7 @@ import gin
 from absl import app, flags, logging
 
 from pipelines import evaluate_lib, launch
-from trak_jax import gin_utils, projection, train
+from trak_jax import gin_utils, train
 
 _CORPUS = flags.DEFINE_string("corpus", None, "Corpus spec.", required=True)
 _QUERIES = flags.DEFINE_string("queries", None, "Query JSONL.", required=True)
@@ -46,38 +46,12 @@ def train_if_needed(output_dir: str) -> str:
   return result.output_dir
 
 
-def evaluate(
-  *,
-  corpus: str,
-  queries: str,
-  checkpoint: str,
-  output_dir: str,
-  dim: int = 4096,
-  tailpatch_queries: int | None = None,
-) -> dict:
-  """Runs the evaluation, prints and returns its results."""
-  options = evaluate_lib.EvaluateOptions(
-    corpus=corpus,
-    queries=queries,
-    checkpoint=checkpoint,
-    output_dir=output_dir,
-    projection=projection.ProjectionSpec(dim=dim),
-    tailpatch_queries=tailpatch_queries,
-  )
-  results = evaluate_lib.run_evaluation(
-    options, make_pipeline=lambda: launch.make_pipeline()
-  )
-  with open(f"{output_dir}/results.md") as f:
-    print(f.read())
-  print(f"report: {output_dir}/report.html")
-  return results
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   checkpoint = train_if_needed(_OUTPUT_DIR.value)
-  results = evaluate(
+  results = evaluate_lib.evaluate(
+    make_pipeline=lambda: launch.make_pipeline(),
     corpus=_CORPUS.value,
     queries=_QUERIES.value,
     checkpoint=checkpoint,

@@ -20,16 +20,13 @@ import time
 import gin
 from absl import app, flags, logging
 
+from pipelines import evaluate_lib, launch
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import gin_utils, predict, train
 from trak_jax.eval import factbench
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo", "Output root.")
-_GIN_FILES = flags.DEFINE_multi_string(
-  "gin_file", ["experiments/demo.gin"], "Gin files of the training run."
-)
-_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings.")
 _DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
 _TAILPATCH = flags.DEFINE_integer(
   "tailpatch_queries", 120, "Queries scored by tail-patch (the slow part)."
@@ -52,11 +49,11 @@ def generate_data(output_dir: str) -> dict[str, str]:
 def train_model(corpus_path: str, model_dir: str) -> train.TrainResult:
   """Trains (or resumes, or reuses) the demo model from gin."""
   gin_utils.parse(
-    _GIN_FILES.value,
+    launch.GIN_FILES.value or ["experiments/demo.gin"],
     [
       f"train.train.corpus_path = '{corpus_path}'",
       f"train.train.output_dir = '{model_dir}'",
-      *_GIN_BINDINGS.value,
+      *launch.GIN_BINDINGS.value,
     ],
   )
   result = gin.get_configurable(train.train)()
@@ -95,9 +92,8 @@ def main(argv):
   print("queries answered correctly (greedy continuation == target):")
   for group, row in sorted(accuracy.items()):
     print(f"  {group:>6}: {row['accuracy']:.3f} of {row['queries']}")
-  from pipelines import evaluate_main  # Defines the pipeline flags.
-
-  results = evaluate_main.evaluate(
+  results = evaluate_lib.evaluate(
+    make_pipeline=lambda: launch.make_pipeline(),
     corpus=paths["corpus"],
     queries=paths["queries"],
     checkpoint=result.output_dir,
