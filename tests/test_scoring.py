@@ -28,7 +28,14 @@ def test_top_k_handles_small_key_sets_and_bad_shapes():
     scoring.top_k(np.ones((1, 4)), keys, k=1)
 
 
-def test_scann_top10_agrees_with_exact(tmp_path):
+@pytest.mark.parametrize(
+  "spec",
+  [
+    index_lib.ScannSpec(),  # Small: hashing and re-ordering, no tree.
+    index_lib.ScannSpec(num_leaves=30, num_leaves_to_search=10),
+  ],
+)
+def test_scann_top10_agrees_with_exact(tmp_path, spec):
   rng = np.random.default_rng(1)
   centers = rng.normal(size=(20, 32))
   vectors = centers[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(
@@ -40,7 +47,7 @@ def test_scann_top10_agrees_with_exact(tmp_path):
     ids=ids,
     vectors=vectors,
     kind="scann",
-    spec=index_lib.ScannSpec(),
+    spec=spec,
     info={},
     recall_queries=vectors[:200],
   )

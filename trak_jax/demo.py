@@ -29,7 +29,7 @@ from trak_jax.eval import factbench
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo", "Output root.")
 _DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
 _TAILPATCH = flags.DEFINE_integer(
-  "tailpatch_queries", 120, "Queries scored by tail-patch (the slow part)."
+  "tailpatch_queries", 80, "Queries scored by tail-patch (the slow part)."
 )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from trak_jax import scoring
 
 INFO = "index.json"
+TREE_MIN_SIZE = 20_000  # Below this many encodings ScaNN uses no tree.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,9 @@ class ScannSpec:
   """ScaNN settings (see ScaNN's builder).
 
   Attributes:
-    num_leaves: Partitions of the tree (None: about sqrt(n)).
-    num_leaves_to_search: Partitions searched per query (None: a tenth of
+    num_leaves: Partitions of the tree (None: no tree below
+      `TREE_MIN_SIZE` encodings, else about sqrt(n)).
+    num_leaves_to_search: Partitions searched per query (None: a fifth of
       the leaves, or enough to expect `reorder_k` candidates).
     training_sample_size: Points used to train the tree (None: all, up to
       100,000).
@@ -47,7 +49,7 @@ class ScannSpec:
   training_sample_size: int | None = None
   dims_per_block: int = 2
   anisotropic_quantization_threshold: float = 0.2
-  reorder_k: int = 200
+  reorder_k: int = 300
 
 
 class Neighbors(NamedTuple):
@@ -56,11 +58,15 @@ class Neighbors(NamedTuple):
 
 
 def _tree_settings(spec: ScannSpec, n: int) -> tuple[int, int, int]:
-  leaves = spec.num_leaves or max(1, min(int(np.sqrt(n)), n // 10 or 1))
-  # Search a tenth of the leaves, but enough to expect `reorder_k`
-  # candidates: small indexes are searched whole.
+  # Finished encodings are whitened and normalised: nearly isotropic, so a
+  # partitioning tree prunes badly. Small indexes are searched without one
+  # (asymmetric hashing and re-ordering only); large ones search a fifth of
+  # the leaves, or enough to expect `reorder_k` candidates.
+  if spec.num_leaves is None and n < TREE_MIN_SIZE:
+    return 1, 1, n
+  leaves = spec.num_leaves or max(1, int(np.sqrt(n)))
   enough = int(np.ceil(leaves * spec.reorder_k / max(n, 1)))
-  search = spec.num_leaves_to_search or max(1, leaves // 10, enough)
+  search = spec.num_leaves_to_search or max(1, leaves // 5, enough)
   sample = spec.training_sample_size or min(n, 100_000)
   return leaves, min(search, leaves), min(sample, n)
 
