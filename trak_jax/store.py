@@ -115,7 +115,9 @@ def _serialize(record: EncodedRecord, dtype: np.dtype) -> bytes:
     ),
   }
   example = tf.train.Example(features=tf.train.Features(feature=feature))
-  return example.SerializeToString()
+  # Deterministic: map fields in a fixed order, so the same records give
+  # the same shard bytes (and checksum) in every process.
+  return example.SerializeToString(deterministic=True)
 
 
 def write_shard(
