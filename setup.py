@@ -59,6 +59,7 @@ setuptools.setup(
       "trak-jax-index = pipelines.index_main:run",
       "trak-jax-retrieve = pipelines.retrieve_main:run",
       "trak-jax-eval = pipelines.evaluate_main:run",
+      "trak-jax-plan = trak_jax.plan_main:run",
     ]
   },
 )

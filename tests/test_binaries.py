@@ -12,6 +12,7 @@ BINARIES = (
   "pipelines.index_main",
   "pipelines.retrieve_main",
   "pipelines.evaluate_main",
+  "trak_jax.plan_main",
 )
 
 

@@ -1,0 +1,129 @@
+"""Cost planning: what an attribution run will take, before it runs.
+
+Per-example gradients cost about one forward and backward pass, as a
+training step does (the factored path skips the weight gradients and adds
+the projection; `bench/encode_throughput.py` measures encoding at 1.0-1.07x
+the training step's tokens/s). So encoding a corpus costs about
+
+    FLOPs ≈ 6 · params · corpus_tokens
+
+and takes FLOPs / (achieved FLOP/s). The achieved rate of an accelerator is
+its peak rate times a model FLOP utilisation (MFU); the one row measured on
+this project's machine is `cpu-2core`. Calibrate any row with a measured
+tokens/s at a known parameter count (`measured_tokens_per_second`).
+
+Storage: a store holds one [d] vector per example (plus id, loss and token
+count); an index holds the finished vectors (exact re-ordering) and ScaNN's
+asymmetric-hashing codes (4 bits per `dims_per_block` dims); R needs d² (full)
+float64 numbers.
+"""
+
+import dataclasses
+from typing import Any
+
+# Peak dense bf16 FLOP/s per chip (vendor figures) and an assumed MFU.
+ACCELERATORS: dict[str, dict[str, float]] = {
+  # Measured here: 7,727 tokens/s at 1.05M params (bench/encode_throughput).
+  "cpu-2core": {"peak_flops": 48.7e9, "mfu": 1.0},
+  "tpu-v4": {"peak_flops": 275e12, "mfu": 0.4},
+  "tpu-v5e": {"peak_flops": 197e12, "mfu": 0.4},
+  "tpu-v5p": {"peak_flops": 459e12, "mfu": 0.4},
+  "a100": {"peak_flops": 312e12, "mfu": 0.35},
+  "h100": {"peak_flops": 989e12, "mfu": 0.35},
+}
+RECORD_OVERHEAD_BYTES = 48  # tf.train.Example framing, loss, token count.
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Expected cost of encoding a corpus and serving it."""
+
+  encode_flops: float  # 6 · params · corpus_tokens
+  encode_hours: float  # on `chips` chips of the accelerator
+  store_bytes: float  # the encoding store
+  index_bytes: float  # finished vectors + ScaNN codes
+  hessian_bytes: float  # R in float64 (full, or its blocks)
+  accelerator: str
+  chips: int
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def achieved_flops(
+  accelerator: str,
+  *,
+  measured_tokens_per_second: float | None = None,
+  measured_params: float | None = None,
+) -> float:
+  """FLOP/s one chip achieves: measured if given, else peak times MFU.
+
+  Raises:
+    ValueError: For an unknown accelerator, or half a measurement.
+  """
+  if measured_tokens_per_second is not None:
+    if not measured_params:
+      raise ValueError("a measured tokens/s needs the params it was run at")
+    return 6.0 * measured_params * measured_tokens_per_second
+  if accelerator not in ACCELERATORS:
+    raise ValueError(
+      f"unknown accelerator {accelerator!r}; known: {sorted(ACCELERATORS)}"
+    )
+  row = ACCELERATORS[accelerator]
+  return row["peak_flops"] * row["mfu"]
+
+
+def plan(
+  *,
+  corpus_tokens: float,
+  params: float,
+  dim: int,
+  num_examples: float | None = None,
+  tokens_per_example: float = 512,
+  accelerator: str = "tpu-v4",
+  chips: int = 1,
+  dtype_bytes: int = 4,
+  id_bytes: int = 16,
+  dims_per_block: int = 2,
+  hessian_blocks: int = 1,
+  measured_tokens_per_second: float | None = None,
+  measured_params: float | None = None,
+) -> Plan:
+  """The expected cost of encoding `corpus_tokens` tokens with the encoder.
+
+  Args:
+    corpus_tokens: Tokens in the corpus.
+    params: Model parameters.
+    dim: Projection dimension d.
+    num_examples: Corpus examples (default: tokens / tokens_per_example).
+    tokens_per_example: Used when `num_examples` is not given.
+    accelerator: A row of `ACCELERATORS`.
+    chips: Chips encoding in parallel.
+    dtype_bytes: Bytes per stored number (4: float32, 2: bfloat16).
+    id_bytes: Bytes of an example id.
+    dims_per_block: ScaNN's asymmetric-hashing block size.
+    hessian_blocks: 1 for a full R; else R's number of equal diagonal blocks.
+    measured_tokens_per_second: Calibrate with a measured encode rate...
+    measured_params: ...taken at this many parameters.
+
+  Returns:
+    The plan.
+  """
+  examples = num_examples or corpus_tokens / tokens_per_example
+  flops = 6.0 * params * corpus_tokens
+  rate = achieved_flops(
+    accelerator,
+    measured_tokens_per_second=measured_tokens_per_second,
+    measured_params=measured_params,
+  )
+  block = dim / hessian_blocks
+  return Plan(
+    encode_flops=flops,
+    encode_hours=flops / (rate * chips) / 3600,
+    store_bytes=examples
+    * (dim * dtype_bytes + id_bytes + RECORD_OVERHEAD_BYTES),
+    index_bytes=examples * (dim * 4 + dim / dims_per_block / 2 + id_bytes),
+    hessian_bytes=hessian_blocks * block * block * 8,
+    accelerator=accelerator,
+    chips=chips,
+  )

@@ -1,0 +1,57 @@
+r"""Prints what an attribution run will cost.
+
+  trak-jax-plan --corpus_tokens=160e9 --params=8e9 --d=65536 \
+    --accelerator=tpu-v5p --chips=256
+"""
+
+import json
+
+from absl import app, flags
+
+from trak_jax import plan
+
+_TOKENS = flags.DEFINE_float(
+  "corpus_tokens", None, "Corpus tokens.", required=True
+)
+_PARAMS = flags.DEFINE_float("params", None, "Model parameters.", required=True)
+_DIM = flags.DEFINE_integer("d", 65536, "Projection dimension.")
+_EXAMPLES = flags.DEFINE_float("num_examples", None, "Corpus examples.")
+_ACCELERATOR = flags.DEFINE_enum(
+  "accelerator", "tpu-v4", sorted(plan.ACCELERATORS), "Accelerator."
+)
+_CHIPS = flags.DEFINE_integer("chips", 1, "Chips encoding in parallel.")
+_BLOCKS = flags.DEFINE_integer("hessian_blocks", 1, "Diagonal blocks of R.")
+_MEASURED = flags.DEFINE_float(
+  "measured_tokens_per_second", None, "Calibrate: measured encode tokens/s."
+)
+_MEASURED_PARAMS = flags.DEFINE_float(
+  "measured_params", None, "Calibrate: params of that measurement."
+)
+
+
+def main(argv):
+  del argv
+  result = plan.plan(
+    corpus_tokens=_TOKENS.value,
+    params=_PARAMS.value,
+    dim=_DIM.value,
+    num_examples=_EXAMPLES.value,
+    accelerator=_ACCELERATOR.value,
+    chips=_CHIPS.value,
+    hessian_blocks=_BLOCKS.value,
+    measured_tokens_per_second=_MEASURED.value,
+    measured_params=_MEASURED_PARAMS.value,
+  )
+  values = result.to_dict()
+  values["store_gib"] = result.store_bytes / 2**30
+  values["index_gib"] = result.index_bytes / 2**30
+  values["hessian_gib"] = result.hessian_bytes / 2**30
+  print(json.dumps(values, indent=2))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
