@@ -438,14 +438,19 @@ def evaluate(
   output_dir: str,
   dim: int = 4096,
   tailpatch_queries: int | None = None,
+  hessian_mix: float | None = None,
 ) -> dict[str, Any]:
-  """Runs the evaluation with default settings, prints the table."""
+  """Runs the evaluation with default settings, prints the table.
+
+  `hessian_mix` is TrackStar's λ (None: the k-th-eigenvalue rule).
+  """
   options = EvaluateOptions(
     corpus=corpus,
     queries=queries,
     checkpoint=checkpoint,
     output_dir=output_dir,
     projection=projection_lib.ProjectionSpec(dim=dim),
+    hessian=hessian_core.HessianSpec(mix=hessian_mix),
     tailpatch_queries=tailpatch_queries,
   )
   results = run_evaluation(options, make_pipeline=make_pipeline)

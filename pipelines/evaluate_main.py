@@ -23,6 +23,9 @@ _CHECKPOINT = flags.DEFINE_string(
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
 _DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
+_MIX = flags.DEFINE_float(
+  "hessian_mix", None, "TrackStar's λ (default: the k-th-eigenvalue rule)."
+)
 _TAILPATCH = flags.DEFINE_integer(
   "tailpatch_queries", None, "Queries scored by tail-patch (default all)."
 )
@@ -58,6 +61,7 @@ def main(argv):
     output_dir=_OUTPUT_DIR.value,
     dim=_DIM.value,
     tailpatch_queries=_TAILPATCH.value,
+    hessian_mix=_MIX.value,
   )
   print(json.dumps({"seconds": results["meta"]["seconds"]}))
 
