@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from trak_jax import data as data_lib
@@ -159,13 +158,11 @@ class EncodeShard(beam.DoFn):
     return out
 
   def _encode(self, chunk, rejected) -> list[store_lib.EncodedRecord]:
-    size = self._options.batch_size
-    sequences = [(ids, mask) for _, ids, mask in chunk]
-    # Pad the batch with empty rows: one compiled shape for every call.
-    sequences += [(np.zeros(1, np.int32), np.zeros(1, np.float32))] * (
-      size - len(chunk)
+    batch = data_lib.pad_batch(
+      [(ids, mask) for _, ids, mask in chunk],
+      seq_len=self._max_len,
+      num_rows=self._options.batch_size,
     )
-    batch = data_lib.pad_batch(sequences, seq_len=self._max_len)
     out = encoder_lib.host_features(self._encoder, batch)
     self._batch_tokens.update(int(batch.loss_mask.sum()))
     records = []

@@ -353,11 +353,22 @@ def tokenize_query(
 
 
 def pad_batch(
-  sequences: Sequence[tuple[np.ndarray, np.ndarray]], *, seq_len: int
+  sequences: Sequence[tuple[np.ndarray, np.ndarray]],
+  *,
+  seq_len: int,
+  num_rows: int | None = None,
 ) -> Batch:
-  """Right-pads (ids, mask) pairs into a `Batch` of shape [n, seq_len]."""
-  token_ids = np.zeros((len(sequences), seq_len), np.int32)
-  loss_mask = np.zeros((len(sequences), seq_len), np.float32)
+  """Right-pads (ids, mask) pairs into a `Batch` of shape [rows, seq_len].
+
+  `num_rows` (default: one per sequence) adds empty rows after the
+  sequences, so every call can share one compiled batch shape; empty rows
+  have no loss and so a zero gradient.
+  """
+  rows = len(sequences) if num_rows is None else num_rows
+  if rows < len(sequences):
+    raise ValueError(f"{len(sequences)} sequences do not fit {rows} rows")
+  token_ids = np.zeros((rows, seq_len), np.int32)
+  loss_mask = np.zeros((rows, seq_len), np.float32)
   for row, (ids, mask) in enumerate(sequences):
     token_ids[row, : len(ids)] = ids
     loss_mask[row, : len(mask)] = mask

@@ -476,9 +476,7 @@ def encode_queries(
       data_lib.tokenize_query(tokenizer, q.prompt, q.target, max_len=max_len)
       for q in chunk
     ]
-    sequences += [(np.zeros(1, np.int32), np.zeros(1, np.float32))] * (
-      batch_size - len(chunk)
-    )
-    out = run(encoder, data_lib.pad_batch(sequences, seq_len=max_len))
+    batch = data_lib.pad_batch(sequences, seq_len=max_len, num_rows=batch_size)
+    out = run(encoder, batch)
     parts.append(Encoded(*(x[: len(chunk)] for x in out)))
   return Encoded(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))
