@@ -169,6 +169,17 @@ def stage_args(
   return args + list(extra)
 
 
+def launch_stage_args(launch) -> list[str]:
+  """`stage_args` of a launch config, writing to gs://BUCKET/RUN/STAGE."""
+  return stage_args(
+    launch.stage,
+    gin_files=launch.stage_gin_file,
+    gin_bindings=launch.stage_gin_bindings,
+    output_dir=gcs_path(launch.bucket, launch.run_name, launch.stage),
+    extra=launch.stage_args,
+  )
+
+
 def stage_script(stage: str, args: Sequence[str], *, distributed: bool) -> str:
   """Starts `stage` detached (nohup, output to `LOG_DIR/<stage>.log`), so
   it outlives the ssh session; the script itself returns at once."""

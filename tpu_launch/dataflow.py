@@ -158,14 +158,7 @@ def pipeline_options(launch: config.LaunchConfig) -> list[str]:
 def build(launch: config.LaunchConfig) -> list[cli.Command]:
   """The one command that runs the stage's Beam job."""
   config.require_choice(launch, "stage", commands.BEAM_STAGES)
-  output_dir = commands.gcs_path(launch.bucket, launch.run_name, launch.stage)
-  args = commands.stage_args(
-    launch.stage,
-    gin_files=launch.stage_gin_file,
-    gin_bindings=launch.stage_gin_bindings,
-    output_dir=output_dir,
-    extra=launch.stage_args,
-  )
+  args = commands.launch_stage_args(launch)
   options = pipeline_options(launch)
   return [commands.pipeline_command(launch.stage, options, args)]
 

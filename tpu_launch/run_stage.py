@@ -36,14 +36,7 @@ def build(launch: config.LaunchConfig) -> list[cli.Command]:
   """
   config.require_choice(launch, "stage", tuple(commands.STAGES))
   vm = commands.TpuVm(launch.name, launch.zone, launch.project)
-  output_dir = commands.gcs_path(launch.bucket, launch.run_name, launch.stage)
-  args = commands.stage_args(
-    launch.stage,
-    gin_files=launch.stage_gin_file,
-    gin_bindings=launch.stage_gin_bindings,
-    output_dir=output_dir,
-    extra=launch.stage_args,
-  )
+  args = commands.launch_stage_args(launch)
   script = commands.stage_script(
     launch.stage, args, distributed=launch.distributed
   )
