@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from trak_jax import data as data_lib
@@ -90,7 +91,7 @@ class Parse(beam.DoFn):
       return
     shard = store_lib.shard_of(example.id, self._num_shards)
     if shard not in self._done:
-      yield shard, (_input_order(location), example)
+      yield shard, (input_order(location), example)
 
 
 class EncodeShard(beam.DoFn):
@@ -126,7 +127,13 @@ class EncodeShard(beam.DoFn):
   ) -> Iterator[store_lib.ShardInfo]:
     index, examples = element
     rejected: list[store_lib.Rejection] = []
-    tokenized = self._tokenize(_unique(examples, rejected), rejected)
+    tokenized = tokenize_examples(
+      unique(examples, rejected),
+      rejected,
+      tokenizer=self._tokenizer,
+      max_len=self._max_len,
+      truncate=self._options.truncate,
+    )
     records = []
     for chunk in _chunks(tokenized, self._options.batch_size):
       records.extend(self._encode(chunk, rejected))
@@ -141,22 +148,6 @@ class EncodeShard(beam.DoFn):
       fingerprint=self._fingerprint,
     )
 
-  def _tokenize(self, examples, rejected):
-    out = []
-    for example in examples:
-      try:
-        ids, mask = data_lib.tokenize_text(
-          self._tokenizer,
-          example.text,
-          max_len=self._max_len,
-          truncate=self._options.truncate,
-        )
-      except data_lib.TooLongError as error:
-        rejected.append(store_lib.Rejection(example.id, f"too long: {error}"))
-        continue
-      out.append((example.id, ids, mask))
-    return out
-
   def _encode(self, chunk, rejected) -> list[store_lib.EncodedRecord]:
     batch = data_lib.pad_batch(
       [(ids, mask) for _, ids, mask in chunk],
@@ -165,31 +156,64 @@ class EncodeShard(beam.DoFn):
     )
     out = encoder_lib.host_features(self._encoder, batch)
     self._batch_tokens.update(int(batch.loss_mask.sum()))
-    records = []
-    for row, (example_id, _, _) in enumerate(chunk):
-      if not out.finite[row]:
-        rejected.append(store_lib.Rejection(example_id, "non-finite gradient"))
-        continue
-      self._tokens.inc(int(out.num_tokens[row]))
-      records.append(
-        store_lib.EncodedRecord(
-          id=example_id,
-          vector=out.features[row],
-          loss=float(out.losses[row]),
-          num_tokens=int(out.num_tokens[row]),
-        )
-      )
+    records = to_records(chunk, out, rejected)
+    self._tokens.inc(sum(r.num_tokens for r in records))
     return records
 
 
-def _input_order(location: str) -> tuple[str, int]:
+def tokenize_examples(
+  examples: Iterable[data_lib.CorpusExample],
+  rejected: list[store_lib.Rejection],
+  *,
+  tokenizer,
+  max_len: int,
+  truncate: bool,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+  """(id, token ids, mask) of each example; too long ones go to `rejected`."""
+  out = []
+  for example in examples:
+    try:
+      ids, mask = data_lib.tokenize_text(
+        tokenizer, example.text, max_len=max_len, truncate=truncate
+      )
+    except data_lib.TooLongError as error:
+      rejected.append(store_lib.Rejection(example.id, f"too long: {error}"))
+      continue
+    out.append((example.id, ids, mask))
+  return out
+
+
+def to_records(
+  rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+  out: encoder_lib.Encoded,
+  rejected: list[store_lib.Rejection],
+) -> list[store_lib.EncodedRecord]:
+  """Store records of a batch's first `len(rows)` rows of host features;
+  rows with a non-finite gradient go to `rejected`."""
+  records = []
+  for row, (example_id, _, _) in enumerate(rows):
+    if not out.finite[row]:
+      rejected.append(store_lib.Rejection(example_id, "non-finite gradient"))
+      continue
+    records.append(
+      store_lib.EncodedRecord(
+        id=example_id,
+        vector=out.features[row],
+        loss=float(out.losses[row]),
+        num_tokens=int(out.num_tokens[row]),
+      )
+    )
+  return records
+
+
+def input_order(location: str) -> tuple[str, int]:
   """("source", number) of "source:line N" / "source:record N" locations."""
   source, _, position = location.rpartition(":")
   number = position.split()[-1]
   return (source, int(number)) if number.isdigit() else (location, 0)
 
 
-def _unique(ordered_examples, rejected):
+def unique(ordered_examples, rejected):
   """Examples sorted by id; later repeats of an id (in input order) are
   rejected."""
   seen = set()

@@ -4,6 +4,13 @@ r"""Encodes a corpus into an encoding store (Beam; DirectRunner by default).
     --checkpoint=out/demo/model --output_dir=out/demo/stores/adafactor \
     --gin_file=runs/encoder.gin \
     [--pipeline_options="--runner=DataflowRunner --project=..."]
+
+With `--distributed` (or TRAK_JAX_DISTRIBUTED=1) every process of a
+multi-host JAX job runs this binary: the processes join with
+`jax.distributed.initialize()` and encode together on one global mesh, each
+writing its own shards of the same store (pipelines/encode_distributed.py),
+without Beam. On a TPU VM slice the coordinator is found by itself; elsewhere
+pass --coordinator_address, --num_processes and --process_id.
 """
 
 import json
@@ -12,7 +19,7 @@ import gin
 from absl import app, flags, logging
 
 from pipelines import encode_lib, launch
-from trak_jax import encoder, gin_utils
+from trak_jax import distributed, encoder, gin_utils
 
 _CORPUS = flags.DEFINE_string(
   "corpus",
@@ -29,11 +36,35 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per call.")
 _TRUNCATE = flags.DEFINE_bool(
   "truncate", True, "Truncate long examples (else reject them)."
 )
+_MESH_MODEL = flags.DEFINE_integer(
+  "mesh_model", 1, "Devices on the mesh's model axis (the rest: data)."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed",
+  None,
+  "Encode as one of several JAX processes (default: TRAK_JAX_DISTRIBUTED).",
+)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "host:port of process 0 (not on TPU VMs)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Processes in the job (not on TPU VMs)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's index (not on TPU VMs)."
+)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  is_distributed = distributed.requested(_DISTRIBUTED.value)
+  if is_distributed:
+    distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   launch.parse_gin()
   options = encode_lib.EncodeOptions(
     corpus=_CORPUS.value,
@@ -43,10 +74,20 @@ def main(argv):
     num_shards=_NUM_SHARDS.value,
     batch_size=_BATCH_SIZE.value,
     truncate=_TRUNCATE.value,
+    mesh_model=_MESH_MODEL.value,
   )
-  result = encode_lib.run_pipeline(launch.make_pipeline(), options=options)
+  if is_distributed:
+    from pipelines import encode_distributed
+
+    result = encode_distributed.run(options)
+    manifest = result.pop("manifest", None)
+    print(json.dumps({"counters": result}, indent=2))
+    if manifest is None:
+      return  # Process 0 completes the store and writes its config.
+  else:
+    result = encode_lib.run_pipeline(launch.make_pipeline(), options=options)
+    print(json.dumps({"counters": encode_lib.counters(result)}, indent=2))
   gin_utils.write_operative_config(options.output_dir)
-  print(json.dumps({"counters": encode_lib.counters(result)}, indent=2))
   with open(f"{options.output_dir}/manifest.json") as f:
     print(json.dumps(json.load(f)["counts"], indent=2))
 

@@ -167,6 +167,25 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(temporary, path)
 
 
+def read_shard_info(directory: str, index: int, num_shards: int) -> ShardInfo:
+  """A written shard's metadata (its data file is not read).
+
+  Raises:
+    StoreError: If the shard's metadata file is missing or unreadable.
+  """
+  meta = os.path.join(
+    directory, shard_name(index, num_shards).replace(".tfrecord", ".json")
+  )
+  try:
+    with open(meta) as f:
+      values = json.load(f)
+  except FileNotFoundError:
+    raise StoreError(f"shard metadata {meta} is missing") from None
+  except (OSError, json.JSONDecodeError) as error:
+    raise StoreError(f"shard metadata {meta} is unreadable: {error}") from None
+  return ShardInfo(**{**values, "rejected": tuple(values["rejected"])})
+
+
 def done_shard(
   directory: str,
   index: int,
@@ -183,9 +202,7 @@ def done_shard(
   meta = data.replace(".tfrecord", ".json")
   if not (os.path.exists(data) and os.path.exists(meta)):
     return None
-  with open(meta) as f:
-    values = json.load(f)
-  info = ShardInfo(**{**values, "rejected": tuple(values["rejected"])})
+  info = read_shard_info(directory, index, num_shards)
   fingerprint.check_matches(
     encoder_lib.Fingerprint.from_dict(info.fingerprint), what=data
   )
