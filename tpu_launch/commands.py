@@ -40,11 +40,14 @@ class Stage:
   script: str  # Console script installed by setup.py.
   beam_module: str | None  # `python -m` module of a Beam job, if it is one.
   output_binding: str | None = None  # Gin parameter taking the output dir.
+  # Runs as one JAX process per host (`--distributed`); other stages run on
+  # worker 0 alone, with that host's chips.
+  multi_host: bool = False
 
 
 STAGES = {
   "train": Stage("trak-jax-train", None, "train.train.output_dir"),
-  "encode": Stage("trak-jax-encode", "pipelines.encode_main"),
+  "encode": Stage("trak-jax-encode", "pipelines.encode_main", multi_host=True),
   "hessian": Stage("trak-jax-hessian", "pipelines.hessian_main"),
   "index": Stage("trak-jax-index", "pipelines.index_main"),
   "retrieve": Stage("trak-jax-retrieve", "pipelines.retrieve_main"),

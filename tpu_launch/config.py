@@ -74,7 +74,7 @@ class LaunchConfig:
     "Further arguments passed to the stage unchanged.", kind=list, default=()
   )
   distributed: bool = _field(
-    "Make each process call jax.distributed.initialize().",
+    "Encode as one JAX process per host (jax.distributed.initialize()).",
     kind=bool,
     default=True,
   )

@@ -23,6 +23,7 @@ from tpu_launch import (
 VM = ["--name=tpu-a", "--zone=zone-a", "--project=proj-a"]
 WHERE = "--zone=zone-a --project=proj-a"
 SSH_ALL = f"gcloud compute tpus tpu-vm ssh tpu-a --worker=all {WHERE}"
+SSH_0 = f"gcloud compute tpus tpu-vm ssh tpu-a --worker=0 {WHERE}"
 STAGE_RUN = ["--bucket=bucket-a", "--run_name=run-a"]
 BEAM = ["--project=proj-a", "--region=region-a", *STAGE_RUN]
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -191,6 +192,15 @@ def test_run_stage_encode(capsys):
   ]
 
 
+def test_run_stage_encode_single_process(capsys):
+  (line,) = dry_run(
+    run_stage, capsys, *VM, *STAGE_RUN, "--stage=encode", "--nodistributed"
+  )
+  assert line.startswith(f"{SSH_ALL} --command")
+  assert "(nohup .venv/bin/trak-jax-encode " in line
+  assert "TRAK_JAX_DISTRIBUTED" not in line
+
+
 def test_run_stage_train_gets_output_dir_as_gin_binding(capsys):
   lines = dry_run(
     run_stage,
@@ -199,10 +209,9 @@ def test_run_stage_train_gets_output_dir_as_gin_binding(capsys):
     *STAGE_RUN,
     "--stage=train",
     "--stage_gin_file=experiments/demo.gin",
-    "--nodistributed",
   )
   assert lines == [
-    f"{SSH_ALL} --command 'mkdir -p ~/logs && cd ~/trak_jax && "
+    f"{SSH_0} --command 'mkdir -p ~/logs && cd ~/trak_jax && "
     "(nohup .venv/bin/trak-jax-train --gin_file=experiments/demo.gin "
     '"--gin_bindings=train.train.output_dir = '
     "'\"'\"'gs://bucket-a/run-a/train'\"'\"'\" "
@@ -221,7 +230,9 @@ def test_run_stage_train_gets_output_dir_as_gin_binding(capsys):
 )
 def test_run_stage_maps_stage_to_console_script(capsys, stage, script):
   (line,) = dry_run(run_stage, capsys, *VM, *STAGE_RUN, f"--stage={stage}")
-  assert f"TRAK_JAX_DISTRIBUTED=1 nohup .venv/bin/{script} " in line
+  # Single-host stages: worker 0 alone, no jax.distributed.
+  assert line.startswith(f"{SSH_0} --command")
+  assert f"(nohup .venv/bin/{script} " in line
   assert f"--output_dir=gs://bucket-a/run-a/{stage} " in line
   assert f"> ~/logs/{stage}.log 2>&1 < /dev/null &)'" in line
 
@@ -577,5 +588,5 @@ def test_help_shows_docstring_and_flags(capsys):
     run_stage.main(["prog", "--help"])
   assert exit_info.value.code == 0
   out = capsys.readouterr().out
-  assert out.startswith("Runs one stage on every worker")
+  assert out.startswith("Runs one stage on a TPU VM")
   assert "--stage_gin_file" in out and "--dry_run" in out
