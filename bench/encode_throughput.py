@@ -13,9 +13,12 @@ the same batch and sequence length):
   per-example gradient (`chunk_size` examples at a time);
 - each encoder's ratio to the train step, and whether trackstar meets the
   target ratio (`--target_ratio`, 0.9);
-- the compiled programs' memory (`memory_analysis()` of the train step and
-  of each `features` program: temp bytes and XLA's peak estimate), and the
-  adam path's extra temp bytes over trackstar's at the same d.
+- XLA's analysis of each compiled program (the train step and each
+  `features` program): FLOPs (`cost_analysis()`), whose ratio to the train
+  step's is a load-independent check of the timed ratio, and temp and
+  argument bytes (`memory_analysis()`); and the adam path's extra temp and
+  argument bytes over trackstar's at the same d (its elementwise scale is
+  one float per parameter).
 
 Timing is interleaved: each of `repeats` rounds runs the train step once and
 every encoder once, and a ratio is taken within each round, so that load
@@ -80,10 +83,11 @@ def interleaved(
   return times
 
 
-def memory(compiled) -> dict[str, int]:
-  """The compiled program's temp and argument bytes (XLA's buffer plan)."""
+def analysis(compiled) -> dict[str, float]:
+  """XLA's figures for a compiled program: FLOPs and its buffer plan."""
   stats = compiled.memory_analysis()
   return {
+    "gflops": compiled.cost_analysis()["flops"] / 1e9,
     "temp_bytes": int(stats.temp_size_in_bytes),
     "argument_bytes": int(stats.argument_size_in_bytes),
   }
@@ -134,7 +138,7 @@ def bench_width(width: int, mesh) -> dict:
     holder["state"], loss = step(holder["state"], batch)
     loss.block_until_ready()
 
-  train_memory = memory(step.lower(holder["state"], batch).compile())
+  train_analysis = analysis(step.lower(holder["state"], batch).compile())
   for _ in range(2):  # Compile, and give Adafactor's statistics values.
     train_once()
   # The step donates its state, so the encoders get a copy.
@@ -162,18 +166,20 @@ def bench_width(width: int, mesh) -> dict:
     "num_params": sum(x.size for x in jax.tree.leaves(state.params)),
     "train_step": {
       "tokens_per_second": tokens / train_seconds,
-      **train_memory,
+      **train_analysis,
     },
     "encode": {},
   }
   for name, enc in encoders.items():
     ratios = [t / e for t, e in zip(times["train"], times[name], strict=True)]
+    figures = analysis(enc.lower_features(batch).compile())
     result["encode"][name] = {
       "dim": enc.dim,
       "tokens_per_second": tokens / statistics.median(times[name]),
       "ratio_to_train_step": statistics.median(ratios),
       "ratio_min_max": [min(ratios), max(ratios)],
-      **memory(enc.lower_features(batch).compile()),
+      "flops_ratio_to_train_step": train_analysis["gflops"] / figures["gflops"],
+      **figures,
     }
   encode = result["encode"]
   trackstar = [v for k, v in encode.items() if k.startswith("adafactor")]
