@@ -218,6 +218,16 @@ class TrackStarEncoder:
       self.params, self.matrices, self.correction, None, batch
     )
 
+  def lower_features(self, batch: data_lib.Batch) -> jax.stages.Lowered:
+    """The `features` program lowered for `batch`'s shapes.
+
+    For cost and memory analysis, e.g.
+    `encoder.lower_features(batch).compile().memory_analysis()`.
+    """
+    return self._features.lower(
+      self.params, self.matrices, self.correction, None, batch
+    )
+
   def encode(self, batch: data_lib.Batch) -> Encoded:
     """Final encodings: φ, then R^(-1/2) and normalisation as configured."""
     if self.config.hessian.kind != "none" and self.preconditioner is None:
