@@ -58,6 +58,10 @@ class _RemoteFile:
   def __init__(self, path: str, mode: str):
     self._path = path
     self._file = _gfile().GFile(path, mode)
+    if "w" in mode or "a" in mode:
+      # GFile creates the file at its first write: create (or truncate) it
+      # now, as Python's open does, so that an empty file still exists.
+      self.write(b"" if "b" in mode else "")
 
   def _call(self, method: str, *args) -> Any:
     return _as_os_error(getattr(self._file, method), *args, path=self._path)
