@@ -19,7 +19,7 @@ import gin
 from absl import app, flags, logging
 
 from pipelines import encode_lib, launch
-from trak_jax import distributed, encoder, gin_utils
+from trak_jax import distributed, encoder, files, gin_utils
 
 _CORPUS = flags.DEFINE_string(
   "corpus",
@@ -88,7 +88,7 @@ def main(argv):
     result = encode_lib.run_pipeline(launch.make_pipeline(), options=options)
     print(json.dumps({"counters": encode_lib.counters(result)}, indent=2))
   gin_utils.write_operative_config(options.output_dir)
-  with open(f"{options.output_dir}/manifest.json") as f:
+  with files.open(f"{options.output_dir}/manifest.json") as f:
     print(json.dumps(json.load(f)["counts"], indent=2))
 
 

@@ -29,6 +29,7 @@ from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_core
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
@@ -344,7 +345,7 @@ def run_evaluation(
 ) -> dict[str, Any]:
   """Runs every stage and writes results; returns results.json's content."""
   start = time.perf_counter()
-  os.makedirs(options.output_dir, exist_ok=True)
+  files.makedirs(options.output_dir)
   header = checkpoint_lib.read_header(options.checkpoint)
   configs = method_configs(options, header.optimizer_config.name)
   indexes = build_indexes(options, configs, make_pipeline)
@@ -411,7 +412,7 @@ def run_evaluation(
   plots_lib.write_plots(summary, relevant, other, output_dir=options.output_dir)
   meta["seconds"] = time.perf_counter() - start
   results = {"meta": meta, "summary": summary}
-  with open(os.path.join(options.output_dir, "results.json"), "w") as f:
+  with files.open(os.path.join(options.output_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, sort_keys=True)
   return results
 
@@ -425,7 +426,7 @@ def write_outputs(options, records, summary, meta) -> None:
     os.path.join(options.output_dir, "report.html"),
     title="trak_jax fact tracing",
   )
-  with open(os.path.join(options.output_dir, "results.md"), "w") as f:
+  with files.open(os.path.join(options.output_dir, "results.md"), "w") as f:
     f.write(results_markdown(summary, meta))
 
 
@@ -454,7 +455,7 @@ def evaluate(
     tailpatch_queries=tailpatch_queries,
   )
   results = run_evaluation(options, make_pipeline=make_pipeline)
-  with open(os.path.join(output_dir, "results.md")) as f:
+  with files.open(os.path.join(output_dir, "results.md")) as f:
     print(f.read())
   print(f"report: {output_dir}/report.html")
   return results

@@ -23,9 +23,9 @@ from apache_beam.metrics import Metrics
 from pipelines import encode_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files, predict, report
 from trak_jax import hessian as hessian_lib
 from trak_jax import index as index_lib
-from trak_jax import predict, report
 from trak_jax.eval import metrics as metrics_lib
 
 NAMESPACE = "trak_jax.retrieve"
@@ -185,10 +185,10 @@ def summarize(records: list[dict], k: int = 10) -> dict[str, Any]:
 
 def write_outputs(records: list[dict], *, output_dir: str) -> dict:
   records = sorted(records, key=lambda r: r["query_id"])
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   report.write_report_jsonl(records, os.path.join(output_dir, "report.jsonl"))
   summary = summarize(records)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+  with files.open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
   report.write_report_html(
     records,
@@ -256,5 +256,5 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
     | "Write" >> beam.Map(write_outputs, output_dir=options.output_dir)
   )
   pipeline.run().wait_until_finish()
-  with open(os.path.join(options.output_dir, "metrics.json")) as f:
+  with files.open(os.path.join(options.output_dir, "metrics.json")) as f:
     return json.load(f)

@@ -1,12 +1,14 @@
 """Corpus and query files: errors that say where, skips, tokenization."""
 
 import json
+import uuid
 
 import numpy as np
 import pytest
 
 from tests import helpers
 from trak_jax import data as data_lib
+from trak_jax import files
 from trak_jax import tokenizer as tokenizer_lib
 
 GOOD = (
@@ -139,6 +141,35 @@ def test_tfrecord_malformed_record_is_reported_with_its_number(tmp_path):
   assert "missing field 'text'" in reasons[0]
   assert "undecodable" in reasons[1]
   assert "field 'id'" in reasons[2]
+
+
+def test_remote_corpora_queries_and_globs_read_like_local_ones():
+  # ram://, TensorFlow's in-memory filesystem, stands for gs:// here.
+  root = f"ram://test-data-{uuid.uuid4().hex}"
+  files.makedirs(root)
+  bad = MALFORMED[-1][1]  # Undecodable bytes, on line 3.
+  files.write_bytes(
+    f"{root}/a.jsonl", b"\n".join([_line(GOOD[0]), _line(GOOD[1]), bad])
+  )
+  _write_tfrecord(f"{root}/b.tfrecord", [_tf_record(GOOD[2])])
+  files.write_bytes(
+    f"{root}/q.jsonl",
+    json.dumps({"id": "q0", "prompt": "Oslo is in", "target": "N"}).encode(),
+  )
+  sources = data_lib.expand_sources(f"{root}/*.jsonl, {root}/b.tfrecord")
+  assert sources == [f"{root}/a.jsonl", f"{root}/q.jsonl", f"{root}/b.tfrecord"]
+  stats = data_lib.ReadStats()
+  examples = list(
+    data_lib.read_corpus(sources[0], skip_malformed=True, stats=stats)
+  )
+  assert examples == list(GOOD[:2])
+  assert stats.skipped[0][0] == f"{root}/a.jsonl:3"
+  assert list(data_lib.read_corpus(sources[2])) == [GOOD[2]]
+  assert data_lib.read_queries(f"{root}/q.jsonl") == [
+    data_lib.Query(id="q0", prompt="Oslo is in", target="N")
+  ]
+  with pytest.raises(FileNotFoundError, match="no corpus file matches"):
+    data_lib.expand_sources(f"{root}/missing-*.jsonl")
 
 
 def test_read_queries_parses_optional_and_extra_fields(tmp_path):

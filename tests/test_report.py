@@ -10,10 +10,11 @@ import math
 import os
 import pathlib
 import re
+import uuid
 
 import pytest
 
-from trak_jax import report
+from trak_jax import files, report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -177,6 +178,17 @@ def test_jsonl_round_trip(records, tmp_path):
   assert len(lines) == len(records) + 1 and lines[-1] == ""
   assert "東京" in lines[2]  # UTF-8, not \u escapes: people grep these files.
   assert report.read_report_jsonl(str(path)) == records
+
+
+def test_jsonl_and_page_round_trip_on_a_remote_filesystem(records):
+  # ram://, TensorFlow's in-memory filesystem, stands for gs:// here.
+  root = f"ram://test-report-{uuid.uuid4().hex}/run"
+  report.write_report_jsonl(records, f"{root}/report.jsonl")
+  assert "東京".encode() in files.read_bytes(f"{root}/report.jsonl")
+  assert report.read_report_jsonl(f"{root}/report.jsonl") == records
+  report.write_report_html(records, f"{root}/report.html", title="remote")
+  page = files.read_bytes(f"{root}/report.html").decode("utf-8")
+  assert page == report.render_html(records, title="remote")
 
 
 def test_read_names_file_and_line_of_a_bad_record(records, tmp_path):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from trak_jax import files
 from trak_jax import tokenizer as tokenizer_lib
 
 
@@ -118,7 +119,7 @@ def parse_corpus_line(line: bytes | str, *, location: str) -> CorpusExample:
 
 
 def _jsonl_lines(path: str) -> Iterator[tuple[str, bytes]]:
-  with open(path, "rb") as f:
+  with files.open(path, "rb") as f:
     for number, line in enumerate(f, start=1):
       if line.strip():
         yield f"{path}:{number}", line
@@ -211,17 +212,17 @@ def parse_raw(location: str, raw: bytes | dict) -> CorpusExample:
 def expand_sources(spec: str) -> list[str]:
   """Corpus sources of a spec: a file, a glob, comma-separated, tfds:/seqio:.
 
+  Files and globs may be local or remote (`gs://bucket/corpus-*.jsonl`).
+
   Raises:
     FileNotFoundError: If a file or glob matches nothing.
   """
-  import glob
-
   sources = []
   for part in (p.strip() for p in spec.split(",") if p.strip()):
     if part.startswith(("tfds:", "seqio:")):
       sources.append(part)
       continue
-    matches = sorted(glob.glob(part))
+    matches = files.glob(part)
     if not matches:
       raise FileNotFoundError(f"no corpus file matches {part!r}")
     sources.extend(matches)

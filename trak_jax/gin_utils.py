@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import gin
 
+from trak_jax import files
+
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
 OPERATIVE_CONFIG = "config.gin"
 
@@ -35,8 +37,8 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
 
 def write_operative_config(output_dir: str) -> str:
   """Writes the config that actually ran to `<output_dir>/config.gin`."""
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   path = os.path.join(output_dir, OPERATIVE_CONFIG)
-  with open(path, "w") as f:
+  with files.open(path, "w") as f:
     f.write(gin.operative_config_str())
   return path

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trak_jax import files
+
 KINDS = ("none", "train", "mixed")
 MAX_FULL_DIM = 16384  # A full float64 R of this d takes 2 GiB.
 
@@ -232,14 +234,14 @@ def save(
   import json
   import os
 
-  os.makedirs(directory, exist_ok=True)
+  files.makedirs(directory)
   arrays = {}
   for i, block in enumerate(fitted.preconditioner.blocks):
     arrays[f"inverse_sqrt_{i}"] = np.asarray(block)
     arrays[f"train_{i}"] = train_stats.mean()[i]
     if eval_stats is not None:
       arrays[f"eval_{i}"] = eval_stats.mean()[i]
-  np.savez(os.path.join(directory, HESSIAN_ARRAYS), **arrays)
+  files.save_npz(os.path.join(directory, HESSIAN_ARRAYS), **arrays)
   info = {
     "fingerprint": fingerprint,
     "spec": dataclasses.asdict(spec),
@@ -249,7 +251,7 @@ def save(
     "train_examples": train_stats.count,
     "eval_examples": eval_stats.count if eval_stats else 0,
   }
-  with open(os.path.join(directory, HESSIAN_INFO), "w") as f:
+  with files.open(os.path.join(directory, HESSIAN_INFO), "w") as f:
     json.dump(info, f, indent=2, sort_keys=True)
   return info
 
@@ -264,11 +266,11 @@ def load(directory: str) -> tuple[Preconditioner, dict]:
   import os
 
   info_path = os.path.join(directory, HESSIAN_INFO)
-  if not os.path.exists(info_path):
+  if not files.exists(info_path):
     raise FileNotFoundError(f"no fitted Hessian in {directory}")
-  with open(info_path) as f:
+  with files.open(info_path) as f:
     info = json.load(f)
-  with np.load(os.path.join(directory, HESSIAN_ARRAYS)) as arrays:
+  with files.load_npz(os.path.join(directory, HESSIAN_ARRAYS)) as arrays:
     blocks = tuple(
       jnp.asarray(arrays[f"inverse_sqrt_{i}"])
       for i in range(len(info["block_sizes"]))

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trak_jax import scoring
+from trak_jax import files, scoring
 
 INFO = "index.json"
 TREE_MIN_SIZE = 20_000  # Below this many encodings ScaNN uses no tree.
@@ -195,17 +195,20 @@ class Index:
     )
 
   def save(self, directory: str) -> None:
-    # ScaNN records artifact paths as given: keep them absolute.
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "ids.json"), "w") as f:
+    # ScaNN records artifact paths as given: keep local ones absolute; a
+    # remote index is serialized locally with relative paths, copied up.
+    directory = files.abspath(directory)
+    files.makedirs(directory)
+    with files.open(os.path.join(directory, "ids.json"), "w") as f:
       json.dump(self.ids, f)
-    np.save(os.path.join(directory, "vectors.npy"), self.vectors)
+    files.save_npy(os.path.join(directory, "vectors.npy"), self.vectors)
     if self.searcher is not None:
       scann_dir = os.path.join(directory, "scann")
-      os.makedirs(scann_dir, exist_ok=True)
-      self.searcher.serialize(scann_dir)
-    with open(os.path.join(directory, INFO), "w") as f:
+      with files.local_directory_to_write(scann_dir) as local_dir:
+        self.searcher.serialize(
+          local_dir, relative_path=not files.is_local(directory)
+        )
+    with files.open(os.path.join(directory, INFO), "w") as f:
       json.dump(self.info, f, indent=2, sort_keys=True)
 
   @classmethod
@@ -215,22 +218,22 @@ class Index:
     Raises:
       FileNotFoundError: If `directory` holds no index.
     """
-    directory = os.path.abspath(directory)
+    directory = files.abspath(directory)
     info_path = os.path.join(directory, INFO)
-    if not os.path.exists(info_path):
+    if not files.exists(info_path):
       raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
-    with open(info_path) as f:
+    with files.open(info_path) as f:
       info = json.load(f)
-    with open(os.path.join(directory, "ids.json")) as f:
+    with files.open(os.path.join(directory, "ids.json")) as f:
       ids = json.load(f)
-    vectors = np.load(os.path.join(directory, "vectors.npy"))
+    vectors = files.load_npy(os.path.join(directory, "vectors.npy"))
     searcher = None
     if info["kind"] == "scann":
       import scann
 
-      searcher = scann.scann_ops_pybind.load_searcher(
-        os.path.join(directory, "scann")
-      )
+      scann_dir = os.path.join(directory, "scann")
+      with files.local_directory_to_read(scann_dir) as local_dir:
+        searcher = scann.scann_ops_pybind.load_searcher(local_dir)
     return cls(
       ids=ids, vectors=vectors, kind=info["kind"], info=info, searcher=searcher
     )

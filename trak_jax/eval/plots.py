@@ -5,10 +5,13 @@
 - `score_distribution.png`: scores of relevant passages against the rest.
 """
 
+import io
 import os
 from typing import Any
 
 import numpy as np
+
+from trak_jax import files
 
 METRICS = ("mrr", "recall@10", "precision@10", "tail_patch")
 
@@ -51,8 +54,18 @@ def plot_metrics(summary: dict[str, Any], path: str) -> None:
     axis.set_yticklabels([])
   figure.suptitle("Fact tracing: mean and 95% bootstrap interval per method")
   figure.tight_layout()
-  figure.savefig(path, dpi=110)
+  _save(figure, path)
   plt.close(figure)
+
+
+def _save(figure, path: str) -> None:
+  if files.is_local(path):
+    figure.savefig(path, dpi=110)
+    return
+  # Matplotlib writes local files only: render a remote PNG in memory.
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=110)
+  files.write_bytes(path, buffer.getvalue())
 
 
 def _bucket_order(label: str) -> float:
@@ -82,7 +95,7 @@ def plot_buckets(summary: dict[str, Any], path: str) -> None:
     axis.set_xlabel("frequency bucket")
   axes[1].legend(fontsize=7, loc="best")
   figure.tight_layout()
-  figure.savefig(path, dpi=110)
+  _save(figure, path)
   plt.close(figure)
 
 
@@ -99,7 +112,7 @@ def plot_scores(relevant: np.ndarray, other: np.ndarray, path: str) -> None:
   axis.set_title("TrackStar scores: relevant vs other passages")
   axis.set_xlabel("score (cosine)")
   figure.tight_layout()
-  figure.savefig(path, dpi=110)
+  _save(figure, path)
   plt.close(figure)
 
 
