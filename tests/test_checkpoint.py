@@ -280,3 +280,24 @@ def test_steps_are_found_by_path_or_number(runs):
   message = str(raised.value)
   assert "no step 3" in message and "[2, 4]" in message
   assert checkpoints in message
+
+
+def test_remote_checkpoint_paths_resolve_without_going_local():
+  """gs:// (here ram://, TF's in-memory filesystem) paths are found with
+  tf.io.gfile and handed to Orbax as they are, never made local."""
+  import tensorflow as tf
+
+  run = "ram://checkpoint_test/run"
+  for step in (2, 4):
+    tf.io.gfile.makedirs(f"{run}/checkpoints/{step}/state")
+  checkpoints = f"{run}/checkpoints"
+  assert checkpoint_lib.resolve_checkpoint_dir(run) == (checkpoints, 4)
+  assert checkpoint_lib.resolve_checkpoint_dir(f"{run}/") == (checkpoints, 4)
+  assert checkpoint_lib.resolve_checkpoint_dir(f"{checkpoints}/2") == (
+    checkpoints,
+    2,
+  )
+  with pytest.raises(FileNotFoundError, match="no step 3 .* \\[2, 4\\]"):
+    checkpoint_lib.resolve_checkpoint_dir(run, step=3)
+  with pytest.raises(FileNotFoundError, match="ram://checkpoint_test/none"):
+    checkpoint_lib.resolve_checkpoint_dir("ram://checkpoint_test/none")

@@ -24,9 +24,9 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from trak_jax import files, partitioning
 from trak_jax import model as model_lib
 from trak_jax import optimizer as optimizer_lib
-from trak_jax import partitioning
 from trak_jax import tokenizer as tokenizer_lib
 
 
@@ -69,7 +69,7 @@ def params_digest(params: Any) -> str:
 
 def _manager(directory: str, *, max_to_keep: int | None = 3):
   return ocp.CheckpointManager(
-    os.path.abspath(directory),
+    files.abspath(directory),  # Orbax reads and writes gs:// itself.
     item_names=("state", "metadata", "tokenizer"),
     options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
   )
@@ -79,7 +79,7 @@ class CheckpointWriter:
   """Saves training states under one directory, one subdirectory a step."""
 
   def __init__(self, directory: str, *, max_to_keep: int | None = 3):
-    self.directory = os.path.abspath(directory)
+    self.directory = files.abspath(directory)
     self._manager = _manager(self.directory, max_to_keep=max_to_keep)
 
   def latest_step(self) -> int | None:
@@ -147,16 +147,16 @@ def resolve_checkpoint_dir(
   Raises:
     FileNotFoundError: If no checkpoint is found at `path`.
   """
-  path = os.path.abspath(path)
+  path = files.abspath(path).rstrip("/")
   candidates = [os.path.join(path, "checkpoints"), path]
   base = os.path.basename(path)
   if base.isdigit():
     candidates.append(os.path.dirname(path))
     step = int(base) if step is None else step
   for directory in candidates:
-    if not os.path.isdir(directory):
+    if not files.isdir(directory):
       continue
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+    steps = sorted(int(d) for d in files.listdir(directory) if d.isdigit())
     if steps:
       chosen = steps[-1] if step is None else step
       if chosen not in steps:

@@ -143,6 +143,20 @@ def replace(source: str, destination: str) -> None:
     )
 
 
+def isdir(path: str) -> bool:
+  if is_local(path):
+    return os.path.isdir(path)
+  return _as_os_error(_gfile().isdir, path, path=path)
+
+
+def listdir(path: str) -> list[str]:
+  """Names in directory `path` (no trailing slashes), sorted."""
+  if is_local(path):
+    return sorted(os.listdir(path))
+  names = _as_os_error(_gfile().listdir, path, path=path)
+  return sorted(name.rstrip("/") for name in names)
+
+
 def glob(pattern: str) -> list[str]:
   """The paths matching `pattern`, sorted."""
   if is_local(pattern):
