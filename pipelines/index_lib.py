@@ -108,7 +108,7 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_info):
     vectors=vectors,
     kind=options.kind,
     spec=options.scann,
-    recall_queries=vectors[np.sort(sample)],
+    recall_rows=np.sort(sample),
     info={
       "store_dir": options.store_dir,
       "store_fingerprint": store.fingerprint.to_dict(),

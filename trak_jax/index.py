@@ -25,7 +25,6 @@ import numpy as np
 from trak_jax import files, scoring
 
 INFO = "index.json"
-TREE_MIN_SIZE = 20_000  # Below this many encodings ScaNN uses no tree.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +32,7 @@ class ScannSpec:
   """ScaNN settings (see ScaNN's builder).
 
   Attributes:
-    num_leaves: Partitions of the tree (None: no tree below
-      `TREE_MIN_SIZE` encodings, else about sqrt(n)).
+    num_leaves: Partitions of the tree (None: no tree; see `_tree_settings`).
     num_leaves_to_search: Partitions searched per query (None: a fifth of
       the leaves, or enough to expect `reorder_k` candidates).
     training_sample_size: Points used to train the tree (None: all, up to
@@ -59,12 +57,14 @@ class Neighbors(NamedTuple):
 
 def _tree_settings(spec: ScannSpec, n: int) -> tuple[int, int, int]:
   # Finished encodings are whitened and normalised: nearly isotropic, so a
-  # partitioning tree prunes badly. Small indexes are searched without one
-  # (asymmetric hashing and re-ordering only); large ones search a fifth of
-  # the leaves, or enough to expect `reorder_k` candidates.
-  if spec.num_leaves is None and n < TREE_MIN_SIZE:
+  # partitioning tree prunes badly (bench/retrieval.py: a sqrt(n)-leaf tree
+  # searched a fifth at a time found 38% of the exact top-10 on 200k
+  # encodings). No tree unless asked for (asymmetric hashing and exact
+  # re-ordering only); a tree searches a fifth of its leaves, or enough to
+  # expect `reorder_k` candidates.
+  if spec.num_leaves is None or spec.num_leaves <= 1:
     return 1, 1, n
-  leaves = spec.num_leaves or max(1, int(np.sqrt(n)))
+  leaves = spec.num_leaves
   enough = int(np.ceil(leaves * spec.reorder_k / max(n, 1)))
   search = spec.num_leaves_to_search or max(1, leaves // 5, enough)
   sample = spec.training_sample_size or min(n, 100_000)
@@ -102,6 +102,13 @@ def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
   return float(np.mean(found))
 
 
+def _without_own_rows(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+  """The first k rows of each list that are not the query's own row."""
+  return np.stack(
+    [row[row != mine][:k] for row, mine in zip(rows, own, strict=True)]
+  )
+
+
 class Index:
   """A built index: search by vectors, save, load."""
 
@@ -131,9 +138,10 @@ class Index:
     kind: str,
     spec: ScannSpec,
     info: dict[str, Any],
-    recall_queries: np.ndarray | None = None,
+    recall_rows: np.ndarray | None = None,
   ) -> "Index":
-    """Builds the index and, for ScaNN, measures Recall@10 against exact."""
+    """Builds the index and, for ScaNN, measures Recall@10 against exact,
+    querying with the encodings at `recall_rows`."""
     vectors = np.asarray(vectors, np.float32)
     searcher = build_scann(vectors, spec) if kind == "scann" else None
     index = cls(
@@ -151,22 +159,43 @@ class Index:
         "num_leaves_to_search": search,
         "training_sample_size": sample,
       }
-      if recall_queries is not None and len(recall_queries):
-        index.info["recall_at_10"] = index.measure_recall(recall_queries)
+      if recall_rows is not None and len(recall_rows):
+        index.info["recall_at_10"] = index.measure_recall(
+          vectors[recall_rows], own_rows=recall_rows
+        )
     return index
 
-  def measure_recall(self, queries: np.ndarray, *, k: int = 10) -> dict:
-    """ScaNN's Recall@k against exact search, and both speeds."""
+  def measure_recall(
+    self,
+    queries: np.ndarray,
+    *,
+    k: int = 10,
+    own_rows: np.ndarray | None = None,
+  ) -> dict:
+    """ScaNN's Recall@k against exact search, and both speeds.
+
+    Args:
+      queries: [q, d] finished encodings.
+      k: Neighbours compared.
+      own_rows: If the queries are encodings of the index, their rows: each
+        query's own row is left out of both top-k lists (it would find
+        itself, which says nothing about other neighbours).
+    """
+    extra = 0 if own_rows is None else 1
     start = time.perf_counter()
     approximate, _ = self.searcher.search_batched(
-      queries, final_num_neighbors=k
+      queries, final_num_neighbors=k + extra
     )
     scann_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    exact = scoring.top_k(queries, self.vectors, k=k)
+    exact = scoring.top_k(queries, self.vectors, k=k + extra).indices
     exact_seconds = time.perf_counter() - start
+    approximate = np.asarray(approximate)
+    if own_rows is not None:
+      approximate = _without_own_rows(approximate, own_rows, k)
+      exact = _without_own_rows(np.asarray(exact), own_rows, k)
     return {
-      "recall": recall_against_exact(np.asarray(approximate), exact.indices),
+      "recall": recall_against_exact(approximate, exact),
       "queries": int(len(queries)),
       "scann_queries_per_second": len(queries) / scann_seconds,
       "exact_queries_per_second": len(queries) / exact_seconds,
