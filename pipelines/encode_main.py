@@ -7,6 +7,7 @@ r"""Encodes a corpus into an encoding store (Beam; DirectRunner by default).
 """
 
 import json
+import os
 
 import gin
 from absl import app, flags, logging
@@ -29,6 +30,21 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Examples per call.")
 _TRUNCATE = flags.DEFINE_bool(
   "truncate", True, "Truncate long examples (else reject them)."
 )
+_LENGTH_BUCKETS = flags.DEFINE_list(
+  "length_buckets",
+  ["16", "32", "48"],
+  "Sequence lengths batches are padded to, besides the model's max_len "
+  "(empty: always max_len).",
+)
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  "compilation_cache_dir",
+  os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+    "trak_jax",
+    "jax_compilation_cache",
+  ),
+  "JAX's persistent compilation cache (empty: none).",
+)
 
 
 def main(argv):
@@ -43,10 +59,20 @@ def main(argv):
     num_shards=_NUM_SHARDS.value,
     batch_size=_BATCH_SIZE.value,
     truncate=_TRUNCATE.value,
+    length_buckets=tuple(int(n) for n in _LENGTH_BUCKETS.value),
+    compilation_cache_dir=_COMPILATION_CACHE_DIR.value or None,
   )
   result = encode_lib.run_pipeline(launch.make_pipeline(), options=options)
   gin_utils.write_operative_config(options.output_dir)
-  print(json.dumps({"counters": encode_lib.counters(result)}, indent=2))
+  print(
+    json.dumps(
+      {
+        "counters": encode_lib.counters(result),
+        "distributions": encode_lib.distributions(result),
+      },
+      indent=2,
+    )
+  )
   with open(f"{options.output_dir}/manifest.json") as f:
     print(json.dumps(json.load(f)["counts"], indent=2))
 
