@@ -18,7 +18,9 @@ output does not depend on padding or batch composition.
 """
 
 import dataclasses
+import importlib
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -136,6 +138,7 @@ class EncodeShard(beam.DoFn):
 
     start = time.perf_counter()
     opts = self._options
+    _import_in_background("tensorflow")  # The shard writer's; seconds.
     enable_compilation_cache(opts.compilation_cache_dir)
     mesh = partitioning.make_mesh(data=opts.mesh_data, model=opts.mesh_model)
     loaded = checkpoint_lib.load_checkpoint(opts.checkpoint, mesh=mesh)
@@ -194,6 +197,15 @@ class EncodeShard(beam.DoFn):
     self._encoder_ms.update(_ms_since(start))
     self._batch_tokens.update(int(batch.loss_mask.sum()))
     return out
+
+
+def _import_in_background(module: str) -> None:
+  """Starts importing `module` on a thread, so that its import overlaps the
+  checkpoint restore and the first shard's encoding instead of following
+  them; a later `import` waits for it to finish."""
+  threading.Thread(
+    target=importlib.import_module, args=(module,), daemon=True
+  ).start()
 
 
 def _ms_since(start: float) -> int:
