@@ -117,8 +117,10 @@ class EncodeShard(beam.DoFn):
 
   Besides the counters it reports where its time goes, as distributions in
   milliseconds: `setup_ms` (checkpoint, matrices; once per instance),
-  `shard_ms` (one whole `process` call: tokenize, encode, write) and
-  `encoder_ms` (one encoder call, compilation included on first use).
+  `shard_ms` (one whole `process` call: tokenize, encode, write),
+  `encoder_ms` (one encoder call) and `first_call_ms` (the part of them
+  that was the first call on a batch shape: tracing, and compiling or
+  loading the program from the compilation cache).
   """
 
   def __init__(self, options: EncodeOptions, fingerprint):
@@ -131,6 +133,7 @@ class EncodeShard(beam.DoFn):
     self._setup_ms = Metrics.distribution(NAMESPACE, "setup_ms")
     self._shard_ms = Metrics.distribution(NAMESPACE, "shard_ms")
     self._encoder_ms = Metrics.distribution(NAMESPACE, "encoder_ms")
+    self._first_call_ms = Metrics.distribution(NAMESPACE, "first_call_ms")
 
   def setup(self):
     from trak_jax import checkpoint as checkpoint_lib
@@ -148,6 +151,7 @@ class EncodeShard(beam.DoFn):
     )
     self._tokenizer = loaded.tokenizer
     self._max_len = opts.max_len or loaded.model_config.max_len
+    self._shapes_seen: set[tuple[int, ...]] = set()
     # Metrics can only be reported from `process`; the first call does.
     self._unreported_setup_ms = _ms_since(start)
 
@@ -181,7 +185,7 @@ class EncodeShard(beam.DoFn):
     self._encoded.inc(len(records))
     self._rejected.inc(len(rejected))
     self._tokens.inc(sum(r.num_tokens for r in records))
-    yield store_lib.write_shard(
+    info = store_lib.write_shard(
       self._options.output_dir,
       index=index,
       num_shards=self._options.num_shards,
@@ -190,11 +194,16 @@ class EncodeShard(beam.DoFn):
       fingerprint=self._fingerprint,
     )
     self._shard_ms.update(_ms_since(start))
+    yield info
 
   def _timed_features(self, batch: data_lib.Batch) -> encoder_lib.Encoded:
     start = time.perf_counter()
     out = encoder_lib.host_features(self._encoder, batch)
-    self._encoder_ms.update(_ms_since(start))
+    elapsed = _ms_since(start)
+    self._encoder_ms.update(elapsed)
+    if batch.token_ids.shape not in self._shapes_seen:
+      self._shapes_seen.add(batch.token_ids.shape)
+      self._first_call_ms.update(elapsed)
     self._batch_tokens.update(int(batch.loss_mask.sum()))
     return out
 
@@ -286,8 +295,8 @@ def make_batches(
   order = list(range(len(tokenized)))
   if len(buckets) > 1:
     order.sort(key=lambda i: -len(tokenized[i].token_ids))
-  for start in range(0, len(order), batch_size):
-    rows = tuple(order[start : start + batch_size])
+  for chunk in _chunks(order, batch_size):
+    rows = tuple(chunk)
     longest = max(len(tokenized[i].token_ids) for i in rows)
     seq_len = next(n for n in buckets if n >= longest)
     yield PlannedBatch(
@@ -298,6 +307,11 @@ def make_batches(
         num_rows=batch_size,
       ),
     )
+
+
+def _chunks(items: Sequence[Any], size: int):
+  for start in range(0, len(items), size):
+    yield items[start : start + size]
 
 
 def encode_tokenized(
