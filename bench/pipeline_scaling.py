@@ -12,11 +12,12 @@ Runs, in order:
    each shard deduplicated, tokenized and batched by `encode_lib` with the
    job's batch size and length buckets. One untimed call per batch shape
    first (compilation excluded); outputs are copied to host as the job does.
-3. `repeats` times: the bare loop, then one encode job per corpus
-   multiplier m (the corpus repeated m times under new ids;
-   `pipelines.encode_main` in a subprocess on the DirectRunner, with the
-   warm cache). Ratios are taken within a repeat, so that load from other
-   processes falls on both sides alike, and then their medians.
+3. `repeats` times, for each corpus multiplier m (the corpus repeated m
+   times under new ids): the bare loop, then an encode job
+   (`pipelines.encode_main` in a subprocess on the DirectRunner, with the
+   warm cache). Each job is compared with the bare loop just before it, and
+   sizes with the 1x job of the same repeat, so that load from other
+   processes falls on both sides alike; then the medians of the ratios.
 
 Prints one JSON object. Per multiplier, medians over the repeats of:
 - `seconds`: the job's wall time end to end (interpreter start, imports,
@@ -35,8 +36,8 @@ stage less its first calls; against the first multiplier), `peak_ratio`,
 `encode_stage_over_bare` and `steady_encode_over_bare`.
 
 The default of 3 repeats keeps the run near 10 minutes on an idle 2-core
-machine (each repeat runs 7 corpus passes and 3 start-ups); use
---repeats=5 for medians of 5.
+machine (each repeat runs 3 jobs with 7 corpus passes and 3 bare loops);
+use --repeats=5 for medians of 5.
 """
 
 import json
@@ -200,8 +201,8 @@ def main(argv):
     bare = bare_loop(cache_dir)
     runs: dict[int, list[dict[str, float]]] = {m: [] for m in multipliers}
     for repeat in range(_REPEATS.value):
-      bare_rate = bare()  # Beside the jobs it is compared with.
       for m in multipliers:
+        bare_rate = bare()  # Just before the job it is compared with.
         store = os.path.join(work, f"store_x{m}_{repeat}")
         runs[m].append(
           {**run_job(corpora[m], store, cache_dir), "bare": bare_rate}
@@ -212,7 +213,7 @@ def main(argv):
     "repeats": _REPEATS.value,
     "length_buckets": [int(n) for n in _LENGTH_BUCKETS.value],
     "bare_tokens_per_second": statistics.median(
-      r["bare"] for r in runs[multipliers[0]]
+      r["bare"] for m in multipliers for r in runs[m]
     ),
     "cold_start_1x": cold,
     "runs": {m: _medians(runs[m]) for m in multipliers},
