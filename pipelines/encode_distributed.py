@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import numpy as np
 from absl import logging
 from tqdm import tqdm
 
@@ -82,26 +81,42 @@ def _read(corpus: str, num_shards: int, shards: set[int]) -> _Input:
 @dataclasses.dataclass
 class _Chunk:
   shard: int
-  rows: list[tuple[str, np.ndarray, np.ndarray]]  # (id, token ids, mask)
+  examples: list[encode_lib.Tokenized]
+  batch: data_lib.Batch  # This process's rows, padded to max_len.
   rejected: list[store_lib.Rejection]  # The shard's, filled in as it goes.
   last: bool  # The shard's last chunk: write the shard after it.
 
 
 def _chunks(inputs, *, tokenizer, options, max_len) -> Iterator[_Chunk]:
-  """This process's work, shard by shard, in chunks of its batch rows."""
+  """This process's work, shard by shard, in batches of its rows.
+
+  Batches are padded to `max_len` (no length buckets): every process must
+  run the same program at every step.
+  """
   rows = options.batch_size // jax.process_count()
   for shard, examples in inputs.by_shard.items():
     rejected: list[store_lib.Rejection] = []
     tokenized = encode_lib.tokenize_examples(
+      tokenizer,
       encode_lib.unique(examples, rejected),
-      rejected,
-      tokenizer=tokenizer,
       max_len=max_len,
       truncate=options.truncate,
+      rejected=rejected,
     )
-    chunks = [tokenized[i : i + rows] for i in range(0, len(tokenized), rows)]
-    for number, chunk in enumerate(chunks or [[]]):
-      yield _Chunk(shard, chunk, rejected, last=number == len(chunks) - 1)
+    planned = list(
+      encode_lib.make_batches(tokenized, batch_size=rows, max_len=max_len)
+    )
+    if not planned:  # An empty shard is still written.
+      empty = data_lib.pad_batch([], seq_len=max_len, num_rows=rows)
+      planned = [encode_lib.PlannedBatch((), empty)]
+    for number, batch in enumerate(planned):
+      yield _Chunk(
+        shard,
+        [tokenized[i] for i in batch.rows],
+        batch.batch,
+        rejected,
+        last=number == len(planned) - 1,
+      )
 
 
 def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
@@ -124,6 +139,7 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
       f"batch_size={opts.batch_size} does not split over {processes} "
       "processes; use a multiple of the process count"
     )
+  encode_lib.enable_compilation_cache(opts.compilation_cache_dir)
   mesh = partitioning.make_mesh(data=opts.mesh_data, model=opts.mesh_model)
   if mesh.shape[partitioning.DATA_AXIS] % processes:
     raise ValueError(
@@ -168,16 +184,23 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
       chunk = next(work, None)
       if not distributed.any_process(chunk is not None):
         break  # Every process is out of work.
-      pairs = [(ids, mask) for _, ids, mask in chunk.rows] if chunk else []
-      batch = data_lib.pad_batch(pairs, seq_len=max_len, num_rows=rows)
+      if chunk is None:  # Empty rows that keep this process in step.
+        batch = data_lib.pad_batch([], seq_len=max_len, num_rows=rows)
+      else:
+        batch = chunk.batch
       out = distributed.local_rows(
         mesh, encoder.features(distributed.global_rows(mesh, batch))
       )
       counts.steps += 1
       if chunk is None:
-        continue  # Empty rows that keep this process in step.
-      records.extend(encode_lib.to_records(chunk.rows, out, chunk.rejected))
-      progress.update(len(chunk.rows))
+        continue
+      for row, example in enumerate(chunk.examples):
+        result = encode_lib.record_or_rejection(example.id, out, row)
+        if isinstance(result, store_lib.Rejection):
+          chunk.rejected.append(result)
+        else:
+          records.append(result)
+      progress.update(len(chunk.examples))
       if chunk.last:
         info = store_lib.write_shard(
           opts.output_dir,

@@ -9,14 +9,24 @@
 A shard is encoded and written by one DoFn call, atomically, so a retried
 worker or a rerun rewrites whole shards and never duplicates an id. The model
 is loaded once per DoFn instance in `setup()`.
+
+Within a shard, examples are encoded longest first in batches of
+`batch_size`, each padded only to the smallest of `length_buckets` that fits
+it (so a few programs compile, and short passages do not pay for 64 tokens);
+records are written in id order whatever the batching, and the encoder's
+output does not depend on padding or batch composition.
 """
 
 import dataclasses
+import importlib
+import os
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
-import numpy as np
+import jax
 from apache_beam.metrics import Metrics
 
 from trak_jax import data as data_lib
@@ -42,6 +52,12 @@ class EncodeOptions:
     truncate: Truncate long examples; if False they are rejected.
     mesh_data: `data` mesh axis size (-1: the rest).
     mesh_model: `model` mesh axis size.
+    length_buckets: Sequence lengths a batch is padded to (the smallest
+      that fits its longest example; `max_len` is always the last). Empty:
+      every batch is padded to `max_len`, in id order.
+    compilation_cache_dir: JAX's persistent compilation cache on the
+      workers, so a rerun or another worker loads the compiled programs
+      instead of compiling them; None leaves JAX's setting alone.
   """
 
   corpus: str
@@ -54,6 +70,8 @@ class EncodeOptions:
   truncate: bool = True
   mesh_data: int = -1
   mesh_model: int = 1
+  length_buckets: tuple[int, ...] = (16, 32, 48)
+  compilation_cache_dir: str | None = None
 
 
 class ReadSource(beam.DoFn):
@@ -95,7 +113,15 @@ class Parse(beam.DoFn):
 
 
 class EncodeShard(beam.DoFn):
-  """(shard, examples) -> ShardInfo, writing the shard's files."""
+  """(shard, examples) -> ShardInfo, writing the shard's files.
+
+  Besides the counters it reports where its time goes, as distributions in
+  milliseconds: `setup_ms` (checkpoint, matrices; once per instance),
+  `shard_ms` (one whole `process` call: tokenize, encode, write),
+  `encoder_ms` (one encoder call) and `first_call_ms` (the part of them
+  that was the first call on a batch shape: tracing, and compiling or
+  loading the program from the compilation cache).
+  """
 
   def __init__(self, options: EncodeOptions, fingerprint):
     self._options = options
@@ -104,12 +130,19 @@ class EncodeShard(beam.DoFn):
     self._rejected = Metrics.counter(NAMESPACE, "examples_rejected")
     self._tokens = Metrics.counter(NAMESPACE, "tokens")
     self._batch_tokens = Metrics.distribution(NAMESPACE, "batch_tokens")
+    self._setup_ms = Metrics.distribution(NAMESPACE, "setup_ms")
+    self._shard_ms = Metrics.distribution(NAMESPACE, "shard_ms")
+    self._encoder_ms = Metrics.distribution(NAMESPACE, "encoder_ms")
+    self._first_call_ms = Metrics.distribution(NAMESPACE, "first_call_ms")
 
   def setup(self):
     from trak_jax import checkpoint as checkpoint_lib
     from trak_jax import partitioning
 
+    start = time.perf_counter()
     opts = self._options
+    _import_in_background("tensorflow")  # The shard writer's; seconds.
+    enable_compilation_cache(opts.compilation_cache_dir)
     mesh = partitioning.make_mesh(data=opts.mesh_data, model=opts.mesh_model)
     loaded = checkpoint_lib.load_checkpoint(opts.checkpoint, mesh=mesh)
     self._encoder = encoder_lib.from_checkpoint(loaded, opts.encoder_config)
@@ -118,6 +151,9 @@ class EncodeShard(beam.DoFn):
     )
     self._tokenizer = loaded.tokenizer
     self._max_len = opts.max_len or loaded.model_config.max_len
+    self._shapes_seen: set[tuple[int, ...]] = set()
+    # Metrics can only be reported from `process`; the first call does.
+    self._unreported_setup_ms = _ms_since(start)
 
   def process(
     self,
@@ -125,21 +161,31 @@ class EncodeShard(beam.DoFn):
       int, Iterable[tuple[tuple[str, int], data_lib.CorpusExample]]
     ],
   ) -> Iterator[store_lib.ShardInfo]:
+    start = time.perf_counter()
+    if self._unreported_setup_ms is not None:
+      self._setup_ms.update(self._unreported_setup_ms)
+      self._unreported_setup_ms = None
     index, examples = element
     rejected: list[store_lib.Rejection] = []
     tokenized = tokenize_examples(
+      self._tokenizer,
       unique(examples, rejected),
-      rejected,
-      tokenizer=self._tokenizer,
       max_len=self._max_len,
       truncate=self._options.truncate,
+      rejected=rejected,
     )
-    records = []
-    for chunk in _chunks(tokenized, self._options.batch_size):
-      records.extend(self._encode(chunk, rejected))
+    records, failed = encode_tokenized(
+      self._timed_features,
+      tokenized,
+      batch_size=self._options.batch_size,
+      max_len=self._max_len,
+      length_buckets=self._options.length_buckets,
+    )
+    rejected.extend(failed)
     self._encoded.inc(len(records))
     self._rejected.inc(len(rejected))
-    yield store_lib.write_shard(
+    self._tokens.inc(sum(r.num_tokens for r in records))
+    info = store_lib.write_shard(
       self._options.output_dir,
       index=index,
       num_shards=self._options.num_shards,
@@ -147,29 +193,66 @@ class EncodeShard(beam.DoFn):
       rejected=rejected,
       fingerprint=self._fingerprint,
     )
+    self._shard_ms.update(_ms_since(start))
+    yield info
 
-  def _encode(self, chunk, rejected) -> list[store_lib.EncodedRecord]:
-    batch = data_lib.pad_batch(
-      [(ids, mask) for _, ids, mask in chunk],
-      seq_len=self._max_len,
-      num_rows=self._options.batch_size,
-    )
+  def _timed_features(self, batch: data_lib.Batch) -> encoder_lib.Encoded:
+    start = time.perf_counter()
     out = encoder_lib.host_features(self._encoder, batch)
+    elapsed = _ms_since(start)
+    self._encoder_ms.update(elapsed)
+    if batch.token_ids.shape not in self._shapes_seen:
+      self._shapes_seen.add(batch.token_ids.shape)
+      self._first_call_ms.update(elapsed)
     self._batch_tokens.update(int(batch.loss_mask.sum()))
-    records = to_records(chunk, out, rejected)
-    self._tokens.inc(sum(r.num_tokens for r in records))
-    return records
+    return out
+
+
+def _import_in_background(module: str) -> None:
+  """Starts importing `module` on a thread, so that its import overlaps the
+  checkpoint restore and the first shard's encoding instead of following
+  them; a later `import` waits for it to finish."""
+  threading.Thread(
+    target=importlib.import_module, args=(module,), daemon=True
+  ).start()
+
+
+def _ms_since(start: float) -> int:
+  return int(round((time.perf_counter() - start) * 1000))
+
+
+def enable_compilation_cache(directory: str | None) -> None:
+  """Points JAX's persistent compilation cache at `directory` (if given).
+
+  Every program is cached, however quickly it compiled: the encoder's
+  start-up compiles dozens of small ones (the projection matrices' shapes).
+  A directory JAX already uses is kept.
+  """
+  if not directory or jax.config.jax_compilation_cache_dir:
+    return
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+class Tokenized(NamedTuple):
+  """One example, tokenized."""
+
+  id: str
+  token_ids: Any  # [n] int32, n <= max_len
+  loss_mask: Any  # [n] float32
 
 
 def tokenize_examples(
+  tokenizer: Any,
   examples: Iterable[data_lib.CorpusExample],
-  rejected: list[store_lib.Rejection],
   *,
-  tokenizer,
   max_len: int,
   truncate: bool,
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-  """(id, token ids, mask) of each example; too long ones go to `rejected`."""
+  rejected: list[store_lib.Rejection],
+) -> list[Tokenized]:
+  """Tokenizes training examples; too long ones (if not `truncate`) are
+  appended to `rejected`."""
   out = []
   for example in examples:
     try:
@@ -179,31 +262,96 @@ def tokenize_examples(
     except data_lib.TooLongError as error:
       rejected.append(store_lib.Rejection(example.id, f"too long: {error}"))
       continue
-    out.append((example.id, ids, mask))
+    out.append(Tokenized(example.id, ids, mask))
   return out
 
 
-def to_records(
-  rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
-  out: encoder_lib.Encoded,
-  rejected: list[store_lib.Rejection],
-) -> list[store_lib.EncodedRecord]:
-  """Store records of a batch's first `len(rows)` rows of host features;
-  rows with a non-finite gradient go to `rejected`."""
-  records = []
-  for row, (example_id, _, _) in enumerate(rows):
-    if not out.finite[row]:
-      rejected.append(store_lib.Rejection(example_id, "non-finite gradient"))
-      continue
-    records.append(
-      store_lib.EncodedRecord(
-        id=example_id,
-        vector=out.features[row],
-        loss=float(out.losses[row]),
-        num_tokens=int(out.num_tokens[row]),
-      )
+class PlannedBatch(NamedTuple):
+  """A padded batch and the examples in its rows."""
+
+  rows: tuple[int, ...]  # [filled rows] positions in the tokenized list
+  batch: data_lib.Batch  # [batch_size, seq_len], seq_len a bucket length
+
+
+def bucket_lengths(length_buckets: Sequence[int], max_len: int) -> list[int]:
+  """The sorted bucket lengths below `max_len`, then `max_len`."""
+  return sorted({n for n in length_buckets if 0 < n < max_len} | {max_len})
+
+
+def make_batches(
+  tokenized: Sequence[Tokenized],
+  *,
+  batch_size: int,
+  max_len: int,
+  length_buckets: Sequence[int] = (),
+) -> Iterator[PlannedBatch]:
+  """Batches of `batch_size` rows, each padded to a bucket length.
+
+  With buckets the examples go longest first (ties in input order), so each
+  batch holds similar lengths and only the last, shortest batch is partly
+  empty. Without them batches follow input order, padded to `max_len`.
+  """
+  buckets = bucket_lengths(length_buckets, max_len)
+  order = list(range(len(tokenized)))
+  if len(buckets) > 1:
+    order.sort(key=lambda i: -len(tokenized[i].token_ids))
+  for chunk in _chunks(order, batch_size):
+    rows = tuple(chunk)
+    longest = max(len(tokenized[i].token_ids) for i in rows)
+    seq_len = next(n for n in buckets if n >= longest)
+    yield PlannedBatch(
+      rows,
+      data_lib.pad_batch(
+        [(tokenized[i].token_ids, tokenized[i].loss_mask) for i in rows],
+        seq_len=seq_len,
+        num_rows=batch_size,
+      ),
     )
-  return records
+
+
+def _chunks(items: Sequence[Any], size: int):
+  for start in range(0, len(items), size):
+    yield items[start : start + size]
+
+
+def encode_tokenized(
+  features_fn: Any,
+  tokenized: Sequence[Tokenized],
+  *,
+  batch_size: int,
+  max_len: int,
+  length_buckets: Sequence[int] = (),
+) -> tuple[list[store_lib.EncodedRecord], list[store_lib.Rejection]]:
+  """Encodes examples with `features_fn` (a Batch -> host `Encoded`).
+
+  Returns:
+    The records and the non-finite rejections, both in `tokenized` order.
+  """
+  results: list[Any] = [None] * len(tokenized)
+  for planned in make_batches(
+    tokenized,
+    batch_size=batch_size,
+    max_len=max_len,
+    length_buckets=length_buckets,
+  ):
+    out = features_fn(planned.batch)
+    for row, position in enumerate(planned.rows):
+      results[position] = record_or_rejection(tokenized[position].id, out, row)
+  records = [r for r in results if isinstance(r, store_lib.EncodedRecord)]
+  failed = [r for r in results if isinstance(r, store_lib.Rejection)]
+  return records, failed
+
+
+def record_or_rejection(example_id: str, out: encoder_lib.Encoded, row: int):
+  """The store record of row `row` of host features, or its rejection."""
+  if not out.finite[row]:
+    return store_lib.Rejection(example_id, "non-finite gradient")
+  return store_lib.EncodedRecord(
+    id=example_id,
+    vector=out.features[row],
+    loss=float(out.losses[row]),
+    num_tokens=int(out.num_tokens[row]),
+  )
 
 
 def input_order(location: str) -> tuple[str, int]:
@@ -227,11 +375,6 @@ def unique(ordered_examples, rejected):
       continue
     seen.add(example.id)
     yield example
-
-
-def _chunks(items: Sequence[Any], size: int):
-  for start in range(0, len(items), size):
-    yield items[start : start + size]
 
 
 class Finalize(beam.DoFn):
@@ -320,4 +463,25 @@ def counters(result) -> dict[str, int]:
   for counter in query["counters"]:
     name = counter.key.metric.name
     totals[name] = totals.get(name, 0) + counter.committed
+  return totals
+
+
+def distributions(result) -> dict[str, dict[str, int]]:
+  """The job's distributions by name: {"sum", "count", "min", "max"}."""
+  query = result.metrics().query(
+    beam.metrics.MetricsFilter().with_namespace(NAMESPACE)
+  )
+  totals: dict[str, dict[str, int]] = {}
+  for distribution in query["distributions"]:
+    value = distribution.committed
+    if value is None or not value.count:
+      continue
+    name = distribution.key.metric.name
+    total = totals.setdefault(
+      name, {"sum": 0, "count": 0, "min": value.min, "max": value.max}
+    )
+    total["sum"] += value.sum
+    total["count"] += value.count
+    total["min"] = min(total["min"], value.min)
+    total["max"] = max(total["max"], value.max)
   return totals

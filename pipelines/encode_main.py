@@ -14,6 +14,7 @@ pass --coordinator_address, --num_processes and --process_id.
 """
 
 import json
+import os
 
 import gin
 from absl import app, flags, logging
@@ -53,6 +54,21 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
   "process_id", None, "This process's index (not on TPU VMs)."
 )
+_LENGTH_BUCKETS = flags.DEFINE_list(
+  "length_buckets",
+  ["16", "32", "48"],
+  "Sequence lengths batches are padded to, besides the model's max_len "
+  "(empty: always max_len).",
+)
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  "compilation_cache_dir",
+  os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+    "trak_jax",
+    "jax_compilation_cache",
+  ),
+  "JAX's persistent compilation cache (empty: none).",
+)
 
 
 def main(argv):
@@ -75,6 +91,8 @@ def main(argv):
     batch_size=_BATCH_SIZE.value,
     truncate=_TRUNCATE.value,
     mesh_model=_MESH_MODEL.value,
+    length_buckets=tuple(int(n) for n in _LENGTH_BUCKETS.value),
+    compilation_cache_dir=_COMPILATION_CACHE_DIR.value or None,
   )
   if is_distributed:
     from pipelines import encode_distributed
@@ -86,7 +104,15 @@ def main(argv):
       return  # Process 0 completes the store and writes its config.
   else:
     result = encode_lib.run_pipeline(launch.make_pipeline(), options=options)
-    print(json.dumps({"counters": encode_lib.counters(result)}, indent=2))
+    print(
+      json.dumps(
+        {
+          "counters": encode_lib.counters(result),
+          "distributions": encode_lib.distributions(result),
+        },
+        indent=2,
+      )
+    )
   gin_utils.write_operative_config(options.output_dir)
   with files.open(f"{options.output_dir}/manifest.json") as f:
     print(json.dumps(json.load(f)["counts"], indent=2))

@@ -118,7 +118,11 @@ def make_factor_fn(
   Matrix parameters are held constant, so the backward pass computes only
   activation gradients (δ) and the vector parameters' gradients.
   """
-  mats = set(matrix_paths(params))
+  # A list, not a set: tracing in a fixed order gives the same program (and
+  # persistent compilation cache key) in every process, whatever the hash
+  # seed.
+  matrix_order = list(matrix_paths(params))
+  mats = set(matrix_order)
 
   def one_example(params, token_ids, loss_mask):
     flat = flat_params(params)
@@ -144,7 +148,9 @@ def make_factor_fn(
     )
     inputs = flat_params(records)
     output_grads = flat_params(output_grads)
-    terms = {p: _terms(p, inputs, output_grads, token_ids) for p in mats}
+    terms = {
+      p: _terms(p, inputs, output_grads, token_ids) for p in matrix_order
+    }
     return terms, vector_grads, loss
 
   def factor_fn(params, token_ids, loss_mask) -> Factors:

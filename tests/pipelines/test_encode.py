@@ -299,3 +299,79 @@ def test_encode_corpus_transform_outputs_the_manifest(tiny_run, tmp_path):
       equal_to([(n, n)]),
     )
   assert (out / store_lib.COMPLETED).exists()
+
+
+def tokenized_lengths(*lengths):
+  return [
+    encode_lib.Tokenized(
+      f"e{i}", np.arange(1, n + 1, dtype=np.int32), np.ones(n, np.float32)
+    )
+    for i, n in enumerate(lengths)
+  ]
+
+
+def test_batches_are_padded_to_the_smallest_bucket_that_fits():
+  tokenized = tokenized_lengths(5, 40, 17, 64, 16, 3, 33)
+  batches = list(
+    encode_lib.make_batches(
+      tokenized, batch_size=2, max_len=64, length_buckets=(16, 32, 48, 99)
+    )
+  )
+  # Longest first, ties in input order; every example in exactly one row.
+  assert [b.rows for b in batches] == [(3, 1), (6, 2), (4, 0), (5,)]
+  assert [b.batch.token_ids.shape for b in batches] == [
+    (2, 64), (2, 48), (2, 16), (2, 16)
+  ]  # fmt: skip
+  for planned in batches:
+    for row, position in enumerate(planned.rows):
+      ids = tokenized[position].token_ids
+      np.testing.assert_array_equal(
+        planned.batch.token_ids[row, : len(ids)], ids
+      )
+      assert not planned.batch.token_ids[row, len(ids) :].any()
+  assert not batches[-1].batch.loss_mask[1].any()  # The empty row.
+  unbucketed = list(
+    encode_lib.make_batches(tokenized, batch_size=2, max_len=64)
+  )
+  assert [b.rows for b in unbucketed] == [(0, 1), (2, 3), (4, 5), (6,)]
+  assert {b.batch.token_ids.shape for b in unbucketed} == {(2, 64)}
+
+
+def test_bucketing_writes_the_same_store_as_padding_to_max_len(
+  tiny_run, tmp_path
+):
+  stores = {}
+  for name, buckets in (("bucketed", (8, 16, 32, 48)), ("padded", ())):
+    out = tmp_path / name
+    run(options(tiny_run, out, num_shards=2, length_buckets=buckets))
+    stores[name] = store_lib.EncodingStore(str(out))
+  bucketed, padded = stores["bucketed"], stores["padded"]
+  lengths = {b.token_ids.shape[1] for b in bucketed_batches(tiny_run)}
+  assert len(lengths) > 2  # The corpus does use several buckets.
+  assert bucketed.manifest["counts"] == padded.manifest["counts"]
+  a, b = list(bucketed.records()), list(padded.records())
+  assert [r.id for r in a] == [r.id for r in b]  # Same order in each shard.
+  assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
+  vectors_a, vectors_b = (np.stack([r.vector for r in x]) for x in (a, b))
+  scale = np.abs(vectors_b).max()
+  np.testing.assert_allclose(vectors_a, vectors_b, rtol=0, atol=1e-5 * scale)
+  np.testing.assert_allclose(
+    [r.loss for r in a], [r.loss for r in b], rtol=1e-5
+  )
+
+
+def bucketed_batches(tiny_run):
+  loaded = checkpoint_lib.read_header(tiny_run["checkpoint"])
+  tokenized = encode_lib.tokenize_examples(
+    loaded.tokenizer,
+    data_lib.read_corpus(tiny_run["corpus"]),
+    max_len=64,
+    truncate=True,
+    rejected=[],
+  )
+  return [
+    planned.batch
+    for planned in encode_lib.make_batches(
+      tokenized, batch_size=16, max_len=64, length_buckets=(8, 16, 32, 48)
+    )
+  ]
