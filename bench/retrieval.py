@@ -31,11 +31,14 @@ warm-up):
 
 The default ScaNN settings (no tree, 8 dimensions per hashing block, 1,000
 re-ordered) are the fastest tried that build within a few minutes here.
-`gin/runs/encoder.gin`'s settings (`--dims_per_block=2 --reorder_k=300
---num_leaves=0`: a tree of 447 leaves above 20,000 encodings, a fifth of
-them searched) took 866 s to build on this 2-core machine and reached
-Recall@10 0.38 at 7.5x exact's queries/s (noise 2.1): whitened, normalised
-encodings are nearly isotropic, so the tree prunes the true neighbours.
+The index's own defaults (`gin/runs/encoder.gin`: 2 dimensions per block,
+300 re-ordered) with the partitioning tree that `trak_jax/index.py` used to
+build above 20,000 encodings (`--dims_per_block=2 --reorder_k=300
+--num_leaves=447`, a fifth of the leaves searched) took 866 s to build on
+this 2-core machine and reached Recall@10 0.38 at 7.5x exact's queries/s
+(noise 2.1): whitened, normalised encodings are nearly isotropic, so the
+tree prunes the true neighbours. The index now builds a tree only when
+asked for one.
 """
 
 import json
@@ -68,7 +71,7 @@ _K = flags.DEFINE_integer("k", 10, "Neighbours per query.")
 _DIMS_PER_BLOCK = flags.DEFINE_integer("dims_per_block", 8, "ScaNN AH.")
 _REORDER_K = flags.DEFINE_integer("reorder_k", 1000, "ScaNN re-ordering.")
 _NUM_LEAVES = flags.DEFINE_integer(
-  "num_leaves", 1, "ScaNN tree leaves (1: no tree; 0: index.py's default)."
+  "num_leaves", 1, "ScaNN tree leaves (0 or 1: no tree)."
 )
 _LEAVES_TO_SEARCH = flags.DEFINE_integer(
   "num_leaves_to_search", 0, "ScaNN leaves searched (0: index.py's default)."
