@@ -149,8 +149,8 @@ def job_batches(tokenizer, max_len: int) -> list[data_lib.Batch]:
       shards.setdefault(shard, []).append((location, example))
   batches = []
   for shard in sorted(shards):
-    ordered = [(encode_lib._input_order(loc), e) for loc, e in shards[shard]]
-    unique = encode_lib._unique(ordered, [])  # The job's own deduplication.
+    ordered = [(encode_lib.input_order(loc), e) for loc, e in shards[shard]]
+    unique = encode_lib.unique(ordered, [])  # The job's own deduplication.
     tokenized = encode_lib.tokenize_examples(
       tokenizer, unique, max_len=max_len, truncate=True, rejected=[]
     )
