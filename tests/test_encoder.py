@@ -348,3 +348,23 @@ def test_presets_switch_one_component_each():
   assert encoder_lib.preset("trak_like").hessian.kind == "train"
   with pytest.raises(ValueError, match="unknown preset"):
     encoder_lib.preset("tracin")
+
+
+def test_vector_block_stays_small_as_d_grows():
+  config = model_lib.ModelConfig(
+    vocab_size=2048, d_model=128, num_layers=4, num_heads=4, d_ff=512
+  )
+  params = model_lib.abstract_params(config)
+  small, large = (
+    projection_lib.make_layout(projection_lib.ProjectionSpec(dim=dim), params)
+    for dim in (4096, 65536)
+  )
+  assert small.dim == 4096 and large.dim == 65536
+  assert small.blocks[-1].out_shape == (352,)  # d // 16 plus rounding.
+  vectors = large.blocks[-1]
+  assert vectors.path == projection_lib.VECTORS
+  assert vectors.in_shape == (6400,)
+  # Capped at MAX_VECTOR_DIM (plus what rounding leaves), not d // 16.
+  matrices = len(large.blocks) - 1
+  assert vectors.out_shape[0] < projection_lib.MAX_VECTOR_DIM + 32 * matrices
+  assert vectors.out_shape[0] < 65536 // 16

@@ -29,6 +29,10 @@ from trak_jax import gradients
 
 KINDS = ("none", "dense", "kronecker")
 VECTORS = ("<vectors>",)  # The path under which vector parameters project.
+# Biases and LayerNorm parameters are a tiny share of a model's parameters,
+# but their dense [size, k] block grows with d: at d = 2^16 an uncapped
+# d // 16 made it 14% of a training step's FLOPs on the demo model.
+MAX_VECTOR_DIM = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +42,8 @@ class ProjectionSpec:
   Attributes:
     kind: "none", "dense" or "kronecker".
     dim: Total output dimension d (ignored by "none"). Split as: the vector
-      parameters get `vector_dim` (default min(their size, d // 16)); each of
+      parameters get `vector_dim` (default min(their size, d // 16,
+      `MAX_VECTOR_DIM`)); each of
       the M matrices gets k_L x k_R dims with k_L the largest power of two
       <= sqrt((d - vector_dim) / M) and k_R filling its share; what rounding
       leaves over goes to the vector block, so the total is exactly d.
@@ -111,7 +116,7 @@ def make_layout(spec: ProjectionSpec, params) -> Layout:
 def _split(spec, shapes, vector_size):
   vector_dim = spec.vector_dim
   if vector_dim is None:
-    vector_dim = min(vector_size, spec.dim // 16)
+    vector_dim = min(vector_size, spec.dim // 16, MAX_VECTOR_DIM)
   budget = (spec.dim - vector_dim) // max(len(shapes), 1)
   if budget < 1:
     raise ValueError(
