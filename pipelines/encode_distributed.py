@@ -65,16 +65,11 @@ def _read(corpus: str, num_shards: int, shards: set[int]) -> _Input:
   for source in data_lib.expand_sources(corpus):
     for location, raw in data_lib.raw_corpus_records(source):
       num_read += 1
-      try:
-        example = data_lib.parse_raw(location, raw)
-      except data_lib.MalformedInputError as error:
-        rejected.append(
-          store_lib.Rejection(error.example_id, error.reason, location)
-        )
-        continue
-      shard = store_lib.shard_of(example.id, num_shards)
-      if shard in by_shard:
-        by_shard[shard].append((encode_lib.input_order(location), example))
+      parsed = encode_lib.parse_record(location, raw, num_shards=num_shards)
+      if isinstance(parsed, store_lib.Rejection):
+        rejected.append(parsed)
+      elif parsed[0] in by_shard:
+        by_shard[parsed[0]].append(parsed[1])
   return _Input(num_read, rejected, by_shard)
 
 
@@ -87,27 +82,27 @@ class _Chunk:
   last: bool  # The shard's last chunk: write the shard after it.
 
 
-def _chunks(inputs, *, tokenizer, options, max_len) -> Iterator[_Chunk]:
-  """This process's work, shard by shard, in batches of its rows.
+def _chunks(
+  inputs, *, tokenizer, rows, max_len, truncate, empty
+) -> Iterator[_Chunk]:
+  """This process's work, shard by shard, in batches of `rows` rows.
 
   Batches are padded to `max_len` (no length buckets): every process must
-  run the same program at every step.
+  run the same program at every step. An empty shard is one `empty` batch.
   """
-  rows = options.batch_size // jax.process_count()
   for shard, examples in inputs.by_shard.items():
     rejected: list[store_lib.Rejection] = []
     tokenized = encode_lib.tokenize_examples(
       tokenizer,
       encode_lib.unique(examples, rejected),
       max_len=max_len,
-      truncate=options.truncate,
+      truncate=truncate,
       rejected=rejected,
     )
     planned = list(
       encode_lib.make_batches(tokenized, batch_size=rows, max_len=max_len)
     )
     if not planned:  # An empty shard is still written.
-      empty = data_lib.pad_batch([], seq_len=max_len, num_rows=rows)
       planned = [encode_lib.PlannedBatch((), empty)]
     for number, batch in enumerate(planned):
       yield _Chunk(
@@ -162,20 +157,28 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
   counts = Counts(examples_read=inputs.num_read)
   if process == 0:  # Every process sees them; process 0 reports them.
     counts.examples_rejected = len(inputs.parse_rejected)
+  num_examples = sum(len(v) for v in inputs.by_shard.values())
   logging.info(
     "process %d of %d: %d shards to write, %d examples",
     process,
     processes,
     len(mine),
-    sum(len(v) for v in inputs.by_shard.values()),
+    num_examples,
   )
+  rows = opts.batch_size // processes
+  # Empty rows: what a process with no work left feeds to stay in step.
+  empty = data_lib.pad_batch([], seq_len=max_len, num_rows=rows)
   work = _chunks(
-    inputs, tokenizer=loaded.tokenizer, options=opts, max_len=max_len
+    inputs,
+    tokenizer=loaded.tokenizer,
+    rows=rows,
+    max_len=max_len,
+    truncate=opts.truncate,
+    empty=empty,
   )
   records: list[store_lib.EncodedRecord] = []
-  rows = opts.batch_size // processes
   with tqdm(
-    total=sum(len(v) for v in inputs.by_shard.values()),
+    total=num_examples,
     desc=f"encode (process {process}/{processes})",
     unit="ex",
     position=process,
@@ -184,10 +187,7 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
       chunk = next(work, None)
       if not distributed.any_process(chunk is not None):
         break  # Every process is out of work.
-      if chunk is None:  # Empty rows that keep this process in step.
-        batch = data_lib.pad_batch([], seq_len=max_len, num_rows=rows)
-      else:
-        batch = chunk.batch
+      batch = empty if chunk is None else chunk.batch
       out = distributed.local_rows(
         mesh, encoder.features(distributed.global_rows(mesh, batch))
       )

@@ -97,19 +97,27 @@ class Parse(beam.DoFn):
     self._rejected = Metrics.counter(NAMESPACE, "examples_rejected")
 
   def process(self, element: tuple[str, Any]):
-    location, raw = element
-    try:
-      example = data_lib.parse_raw(location, raw)
-    except data_lib.MalformedInputError as error:
+    parsed = parse_record(*element, num_shards=self._num_shards)
+    if isinstance(parsed, store_lib.Rejection):
       self._rejected.inc()
-      yield beam.pvalue.TaggedOutput(
-        self.REJECTED,
-        store_lib.Rejection(error.example_id, error.reason, location),
-      )
-      return
-    shard = store_lib.shard_of(example.id, self._num_shards)
-    if shard not in self._done:
-      yield shard, (input_order(location), example)
+      yield beam.pvalue.TaggedOutput(self.REJECTED, parsed)
+    elif parsed[0] not in self._done:
+      yield parsed
+
+
+def parse_record(
+  location: str, raw: Any, *, num_shards: int
+) -> (
+  tuple[int, tuple[tuple[str, int], data_lib.CorpusExample]]
+  | store_lib.Rejection
+):
+  """(shard, (input order, example)) of a raw record, or its rejection."""
+  try:
+    example = data_lib.parse_raw(location, raw)
+  except data_lib.MalformedInputError as error:
+    return store_lib.Rejection(error.example_id, error.reason, location)
+  shard = store_lib.shard_of(example.id, num_shards)
+  return shard, (input_order(location), example)
 
 
 class EncodeShard(beam.DoFn):

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh
 
 from trak_jax import partitioning
 
@@ -66,11 +66,9 @@ def owned(items: Sequence[Any]) -> list[Any]:
 
 
 def _rows(mesh: Mesh, tree: Any) -> Any:
+  """Partition specs of row-sharded arrays (`partitioning.batch_sharding`)."""
   return jax.tree.map(
-    lambda x: PartitionSpec(
-      partitioning.DATA_AXIS, *([None] * (np.ndim(x) - 1))
-    ),
-    tree,
+    lambda x: partitioning.batch_sharding(mesh, np.ndim(x)).spec, tree
   )
 
 
