@@ -144,13 +144,13 @@ def job_batches(tokenizer, max_len: int) -> list[data_lib.Batch]:
   shards: dict[int, list] = {}
   for source in data_lib.expand_sources(_CORPUS.value):
     for location, raw in data_lib.raw_corpus_records(source):
-      example = data_lib.parse_raw(location, raw)
-      shard = store_lib.shard_of(example.id, _NUM_SHARDS)
-      shards.setdefault(shard, []).append((location, example))
+      parsed = encode_lib.parse_record(location, raw, num_shards=_NUM_SHARDS)
+      if not isinstance(parsed, store_lib.Rejection):  # As the job does.
+        shards.setdefault(parsed[0], []).append(parsed[1])
   batches = []
   for shard in sorted(shards):
-    ordered = [(encode_lib.input_order(loc), e) for loc, e in shards[shard]]
-    unique = encode_lib.unique(ordered, [])  # The job's own deduplication.
+    # The job's own deduplication.
+    unique = encode_lib.unique(shards[shard], [])
     tokenized = encode_lib.tokenize_examples(
       tokenizer, unique, max_len=max_len, truncate=True, rejected=[]
     )
