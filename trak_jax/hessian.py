@@ -16,6 +16,7 @@ block of the projection layout.
 """
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -202,6 +203,16 @@ def fit(
   return Fitted(Preconditioner(blocks), float(mix), k)
 
 
+def preconditioner_digest(preconditioner: Preconditioner) -> str:
+  """A digest of R^(-1/2)'s float32 blocks; indexes record and check it."""
+  digest = hashlib.sha256()
+  for block in preconditioner.blocks:
+    array = np.ascontiguousarray(np.asarray(block, np.float32))
+    digest.update(str(array.shape).encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()[:16]
+
+
 def apply(preconditioner: Preconditioner, phi: jax.Array) -> jax.Array:
   """G = R^(-1/2) φ blockwise: [batch, d] -> [batch, d]."""
   pieces, start = [], 0
@@ -250,6 +261,7 @@ def save(
     "block_sizes": list(train_stats.block_sizes),
     "train_examples": train_stats.count,
     "eval_examples": eval_stats.count if eval_stats else 0,
+    "preconditioner_digest": preconditioner_digest(fitted.preconditioner),
   }
   with files.open(os.path.join(directory, HESSIAN_INFO), "w") as f:
     json.dump(info, f, indent=2, sort_keys=True)
