@@ -18,7 +18,9 @@ output does not depend on padding or batch composition.
 """
 
 import dataclasses
+import hashlib
 import importlib
+import json
 import os
 import threading
 import time
@@ -31,6 +33,8 @@ from apache_beam.metrics import Metrics
 
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
+from trak_jax import projection as projection_lib
 from trak_jax import store as store_lib
 
 NAMESPACE = "trak_jax.encode"
@@ -58,6 +62,9 @@ class EncodeOptions:
     compilation_cache_dir: JAX's persistent compilation cache on the
       workers, so a rerun or another worker loads the compiled programs
       instead of compiling them; None leaves JAX's setting alone.
+    energy_queries: Query JSONL whose gradients share in measuring the
+      projection layout's block energies (`ProjectionSpec.allocation`
+      "energy"); None: the corpus sample stands for the queries too.
   """
 
   corpus: str
@@ -72,6 +79,7 @@ class EncodeOptions:
   mesh_model: int = 1
   length_buckets: tuple[int, ...] = (16, 32, 48)
   compilation_cache_dir: str | None = None
+  energy_queries: str | None = None
 
 
 class ReadSource(beam.DoFn):
@@ -405,6 +413,115 @@ class Finalize(beam.DoFn):
     )
 
 
+def recorded_config(
+  directory: str, num_shards: int
+) -> encoder_lib.EncoderConfig | None:
+  """The encoder config a (partly) written store recorded, if any."""
+  manifest = os.path.join(directory, store_lib.MANIFEST)
+  if files.exists(manifest):
+    with files.open(manifest) as f:
+      return encoder_lib.EncoderConfig.from_dict(json.load(f)["encoder_config"])
+  for index in range(num_shards):
+    meta = os.path.join(directory, store_lib.shard_name(index, num_shards))
+    if files.exists(meta.replace(".tfrecord", ".json")):
+      info = store_lib.read_shard_info(directory, index, num_shards)
+      projection = json.loads(info.fingerprint["projection"])
+      projection.pop("layout", None)
+      return projection_lib.ProjectionSpec.from_dict(projection)
+  return None
+
+
+def energy_sample(
+  corpus: str, *, size: int, seed: int
+) -> list[data_lib.CorpusExample]:
+  """`size` examples chosen by a seeded hash of their ids, from at most the
+  first 16·size examples of the corpus."""
+  examples = []
+  for example in data_lib.read_corpus(corpus, skip_malformed=True):
+    examples.append(example)
+    if len(examples) >= 16 * size:
+      break
+
+  def key(example):
+    return hashlib.sha1(f"{seed}:{example.id}".encode()).digest()
+
+  return sorted(examples, key=key)[:size]
+
+
+def measure_layout(options: EncodeOptions) -> EncodeOptions:
+  """`options` whose projection layout has its block energies.
+
+  A store that recorded them (a rerun) gives its own; otherwise they are
+  measured on a seeded corpus sample and, if given, the energy queries.
+  """
+  config = options.encoder_config
+  if not config.projection.needs_energy:
+    return options
+  recorded = recorded_config(options.output_dir, options.num_shards)
+  if isinstance(recorded, projection_lib.ProjectionSpec):
+    recorded = dataclasses.replace(config, projection=recorded)
+  if recorded is not None:
+    config = encoder_lib.with_recorded_layout(config, recorded.to_dict())
+    if not config.projection.needs_energy:
+      return dataclasses.replace(options, encoder_config=config)
+  from trak_jax import checkpoint as checkpoint_lib
+
+  loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
+  max_len = options.max_len or loaded.model_config.max_len
+  spec = config.projection
+  corpus = corpus_batches(
+    loaded.tokenizer,
+    energy_sample(options.corpus, size=spec.energy_sample, seed=spec.seed),
+    options=options,
+    max_len=max_len,
+  )
+  corpus_shares = encoder_lib.block_shares(loaded, config, corpus)
+  query_shares = None
+  if options.energy_queries:
+    queries = data_lib.read_queries(options.energy_queries)[
+      : spec.energy_sample
+    ]
+    query_shares = encoder_lib.block_shares(
+      loaded, config, query_batches(loaded.tokenizer, queries, options, max_len)
+    )
+  config = encoder_lib.with_block_energy(config, corpus_shares, query_shares)
+  return dataclasses.replace(options, encoder_config=config)
+
+
+def corpus_batches(tokenizer, examples, *, options, max_len):
+  """The padded batches of `examples`, as the job would make them."""
+  tokenized = tokenize_examples(
+    tokenizer, examples, max_len=max_len, truncate=True, rejected=[]
+  )
+  return [
+    planned.batch
+    for planned in make_batches(
+      tokenized,
+      batch_size=options.batch_size,
+      max_len=max_len,
+      length_buckets=options.length_buckets,
+    )
+  ]
+
+
+def query_batches(tokenizer, queries, options, max_len):
+  """Padded batches of queries (loss on the target); too long ones skipped."""
+  sequences = []
+  for query in queries:
+    try:
+      sequences.append(
+        data_lib.tokenize_query(
+          tokenizer, query.prompt, query.target, max_len=max_len
+        )
+      )
+    except data_lib.TooLongError:
+      continue
+  return [
+    data_lib.pad_batch(chunk, seq_len=max_len, num_rows=options.batch_size)
+    for chunk in _chunks(sequences, options.batch_size)
+  ]
+
+
 class EncodeCorpus(beam.PTransform):
   """Sources -> encoding store; outputs the manifest."""
 
@@ -413,7 +530,7 @@ class EncodeCorpus(beam.PTransform):
     self._options = options
 
   def expand(self, sources):
-    opts = self._options
+    opts = measure_layout(self._options)
     fingerprint = encoder_lib.fingerprint_for_checkpoint(
       opts.checkpoint, opts.encoder_config
     )

@@ -133,8 +133,11 @@ class EncodeQueryFeatures(beam.DoFn):
         yield row
 
 
-def block_sizes_for(options: HessianOptions, store) -> list[int]:
-  """R's diagonal blocks: the projection layout's, or one."""
+def block_sizes_for(
+  options: HessianOptions, store, *, train_examples: int
+) -> list[int]:
+  """R's diagonal blocks: one, or the projection layout's, each small enough
+  for `train_examples` (see `hessian.block_sizes`)."""
   from trak_jax import checkpoint as checkpoint_lib
   from trak_jax import model as model_lib
 
@@ -144,7 +147,10 @@ def block_sizes_for(options: HessianOptions, store) -> list[int]:
     model_lib.abstract_params(header.model_config),
   )
   return hessian_lib.block_sizes(
-    store.dim, [b.size for b in layout.blocks], options.encoder_config.hessian
+    store.dim,
+    [b.size for b in layout.blocks],
+    options.encoder_config.hessian,
+    train_examples=train_examples,
   )
 
 
@@ -156,12 +162,20 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
       encoder than `options` describes.
   """
   spec = options.encoder_config.hessian
+  store = store_lib.EncodingStore(options.store_dir)
+  options = dataclasses.replace(
+    options,
+    encoder_config=encoder_lib.with_recorded_layout(
+      options.encoder_config, store.manifest["encoder_config"]
+    ),
+  )
   expected = encoder_lib.fingerprint_for_checkpoint(
     options.checkpoint, options.encoder_config
   )
-  store = store_lib.EncodingStore(options.store_dir, expected=expected)
-  sizes = block_sizes_for(options, store)
-  rate = min(1.0, spec.train_sample / max(len(store), 1))
+  expected.check_matches(store.fingerprint, what=f"store {options.store_dir}")
+  sample = min(spec.train_sample_size(store.dim), len(store))
+  sizes = block_sizes_for(options, store, train_examples=sample)
+  rate = min(1.0, sample / max(len(store), 1))
   train = (
     pipeline
     | "Shards" >> beam.Create(list(range(store.num_shards)))

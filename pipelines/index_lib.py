@@ -124,6 +124,12 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_info):
 def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
   """Builds and runs the job; returns the index info (with Recall@10)."""
   store = store_lib.EncodingStore(options.store_dir)
+  options = dataclasses.replace(
+    options,
+    encoder_config=encoder_lib.with_recorded_layout(
+      options.encoder_config, store.manifest["encoder_config"]
+    ),
+  )
   _, hessian_info = load_preconditioner(options, store.fingerprint)
   if hessian_info is not None:
     hessian_info = {k: hessian_info[k] for k in ("mix", "eigen_k", "spec")}

@@ -41,7 +41,8 @@ def make_encoder(
 ):
   config = encoder_lib.EncoderConfig(
     correction=correction_lib.CorrectionSpec(kind=correction),
-    projection=projection or projection_lib.ProjectionSpec(dim=256),
+    projection=projection
+    or projection_lib.ProjectionSpec(allocation="equal", dim=256),
     hessian=NO_HESSIAN,
     normalize=normalize,
     chunk_size=chunk_size,
@@ -202,7 +203,7 @@ def test_partly_factored_adafactor_mixes_both_paths():
 
 @pytest.mark.parametrize("kind", ["none", "dense"])
 def test_dense_and_exact_projection_equal_brute_force(kind, adafactor_state):
-  spec = projection_lib.ProjectionSpec(kind=kind, dim=256)
+  spec = projection_lib.ProjectionSpec(kind=kind, allocation="equal", dim=256)
   encoder = make_encoder(
     adafactor_state, correction="adafactor", projection=spec
   )
@@ -234,7 +235,7 @@ def test_same_seed_same_encodings_other_seed_differs(adafactor_state):
   batch = helpers.random_batch(batch_size=4)
 
   def features(seed):
-    spec = projection_lib.ProjectionSpec(dim=256, seed=seed)
+    spec = projection_lib.ProjectionSpec(allocation="equal", dim=256, seed=seed)
     encoder = make_encoder(adafactor_state, projection=spec)
     return np.asarray(encoder.features(batch).features)
 
@@ -274,7 +275,9 @@ def test_projection_preserves_inner_products(kind, adafactor_state):
   exact = np.asarray(exact_encoder.features(batch).features, np.float64)
   errors = {}
   for dim in (512, 4096):
-    spec = projection_lib.ProjectionSpec(kind=kind, dim=dim, seed=5)
+    spec = projection_lib.ProjectionSpec(
+      kind=kind, allocation="equal", dim=dim, seed=5
+    )
     encoder = make_encoder(adafactor_state, projection=spec)
     projected = np.asarray(encoder.features(batch).features, np.float64)
     assert projected.shape[1] == dim < exact.shape[1]
@@ -323,7 +326,7 @@ def test_missing_optimizer_statistics_is_a_clear_error(adam_state):
 
 def test_fingerprint_names_the_differing_field(adafactor_state):
   a = make_encoder(adafactor_state).fingerprint
-  spec = projection_lib.ProjectionSpec(dim=128)
+  spec = projection_lib.ProjectionSpec(allocation="equal", dim=128)
   b = make_encoder(adafactor_state, projection=spec).fingerprint
   with pytest.raises(
     encoder_lib.FingerprintMismatchError, match="'projection'"
@@ -356,7 +359,9 @@ def test_vector_block_stays_small_as_d_grows():
   )
   params = model_lib.abstract_params(config)
   small, large = (
-    projection_lib.make_layout(projection_lib.ProjectionSpec(dim=dim), params)
+    projection_lib.make_layout(
+      projection_lib.ProjectionSpec(allocation="equal", dim=dim), params
+    )
     for dim in (4096, 65536)
   )
   assert small.dim == 4096 and large.dim == 65536

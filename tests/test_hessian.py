@@ -54,7 +54,9 @@ def test_fit_mixes_as_configured():
   )
   train.update(train_phi)
   evaluation.update(eval_phi)
-  spec = hessian_lib.HessianSpec(kind="mixed", mix=0.25, damping=0.0)
+  spec = hessian_lib.HessianSpec(
+    kind="mixed", mix=0.25, damping=0.0, shrinkage="none"
+  )
   fitted = hessian_lib.fit(spec, train, evaluation)
   r = 0.25 * eval_phi.T @ eval_phi / 20 + 0.75 * train_phi.T @ train_phi / 50
   w = np.asarray(fitted.preconditioner.blocks[0], np.float64)
@@ -115,4 +117,6 @@ def test_apply_is_blockwise_and_save_load_round_trips(tmp_path):
 
 def test_full_r_refuses_a_huge_dimension():
   with pytest.raises(ValueError, match="block_diagonal"):
-    hessian_lib.block_sizes(65536, [65536], hessian_lib.HessianSpec())
+    hessian_lib.block_sizes(
+      65536, [65536], hessian_lib.HessianSpec(block_diagonal=False)
+    )

@@ -62,12 +62,9 @@ class EncoderConfig:
   @classmethod
   def from_dict(cls, values: dict[str, Any]) -> "EncoderConfig":
     """Inverse of `to_dict`."""
-    projection = dict(values["projection"])
-    if projection.get("matrix_dims") is not None:
-      projection["matrix_dims"] = tuple(projection["matrix_dims"])
     return cls(
       correction=correction_lib.CorrectionSpec(**values["correction"]),
-      projection=projection_lib.ProjectionSpec(**projection),
+      projection=projection_lib.ProjectionSpec.from_dict(values["projection"]),
       hessian=hessian_lib.HessianSpec(**values["hessian"]),
       normalize=values["normalize"],
       chunk_size=values["chunk_size"],
@@ -143,7 +140,12 @@ def make_fingerprint(
 
 
 def fingerprint_for_checkpoint(path: str, config: EncoderConfig) -> Fingerprint:
-  """The fingerprint an encoder would have, without loading parameters."""
+  """The fingerprint an encoder would have, without loading parameters.
+
+  Raises:
+    projection.MissingEnergyError: If the layout waits for block energies
+      (`with_block_energy`, `with_recorded_layout`).
+  """
   from trak_jax import checkpoint as checkpoint_lib
 
   header = checkpoint_lib.read_header(path)
@@ -394,6 +396,104 @@ def from_checkpoint(
     mesh=mesh,
     preconditioner=preconditioner,
   )
+
+
+def block_shares(
+  checkpoint: Any, config: EncoderConfig, batches: Any
+) -> dict[str, float]:
+  """Each projection block's mean share of an example's squared gradient.
+
+  Estimated from a projection with the "equal" allocation at the same d (a
+  projected block's squared norm is an unbiased estimate of the block's
+  own), with `config`'s correction.
+
+  Args:
+    checkpoint: The loaded checkpoint.
+    config: The encoder config.
+    batches: `data_lib.Batch`es; padded rows (no loss tokens) and rows with
+      non-finite gradients are left out.
+
+  Returns:
+    Block name (`projection.block_name`) -> mean share; shares sum to 1.
+
+  Raises:
+    ValueError: If no row of `batches` counts.
+  """
+  probe = dataclasses.replace(
+    config,
+    projection=dataclasses.replace(
+      config.projection, allocation="equal", block_energy=None
+    ),
+    hessian=dataclasses.replace(config.hessian, kind="none"),
+  )
+  encoder = from_checkpoint(checkpoint, probe)
+  totals, count = np.zeros(len(encoder.layout.blocks)), 0
+  for batch in batches:
+    out = host_features(encoder, batch)
+    keep = (out.num_tokens > 0) & out.finite
+    squares = np.stack(
+      [
+        (out.features[keep, b.offset : b.offset + b.size] ** 2).sum(-1)
+        for b in encoder.layout.blocks
+      ],
+      axis=-1,
+    )  # [examples, blocks]
+    squares = squares[squares.sum(-1) > 0]
+    totals += (squares / squares.sum(-1, keepdims=True)).sum(0)
+    count += squares.shape[0]
+  if not count:
+    raise ValueError("no example to measure the projection's energies on")
+  return {
+    projection_lib.block_name(b.path): float(t / count)
+    for b, t in zip(encoder.layout.blocks, totals, strict=True)
+  }
+
+
+def with_block_energy(
+  config: EncoderConfig,
+  corpus_shares: dict[str, float],
+  query_shares: dict[str, float] | None = None,
+) -> EncoderConfig:
+  """`config` with its layout's block energies set from measured shares.
+
+  The error variance of a projected query-passage inner product is
+  Σ_b E[q_b²] E[z_b²] / k_b (unit-normalised q, z; dense Gaussian blocks), so
+  the dims that minimise it are k_b ∝ sqrt(query share · corpus share). With
+  no queries the corpus stands for both sides. Shares are rounded to 6
+  digits, so the layout is reproducible from what the manifest records.
+  """
+  query_shares = query_shares or corpus_shares
+  weights = {
+    name: float(np.sqrt(share * query_shares[name]))
+    for name, share in corpus_shares.items()
+  }
+  total = sum(weights.values()) or 1.0
+  energy = tuple(
+    (name, round(weight / total, 6)) for name, weight in weights.items()
+  )
+  return dataclasses.replace(
+    config,
+    projection=dataclasses.replace(config.projection, block_energy=energy),
+  )
+
+
+def with_recorded_layout(
+  config: EncoderConfig, recorded: dict[str, Any]
+) -> EncoderConfig:
+  """`config` with the block energies a store or index recorded.
+
+  A config whose projection still waits for measured energies takes them
+  from `recorded` (an `EncoderConfig.to_dict()` from a manifest) when the
+  rest of the projection is the same; any other config is returned as it
+  is, and a fingerprint check then compares the two.
+  """
+  if not config.projection.needs_energy:
+    return config
+  theirs = projection_lib.ProjectionSpec.from_dict(recorded["projection"])
+  unmeasured = dataclasses.replace(theirs, block_energy=None)
+  if unmeasured != config.projection or theirs.block_energy is None:
+    return config
+  return dataclasses.replace(config, projection=theirs)
 
 
 def preset(

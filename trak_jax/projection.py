@@ -35,19 +35,40 @@ VECTORS = ("<vectors>",)  # The path under which vector parameters project.
 MAX_VECTOR_DIM = 1024
 
 
+ALLOCATIONS = ("energy", "equal")
+
+
+class MissingEnergyError(ValueError):
+  """An energy-allocated layout was asked for before energies were measured."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ProjectionSpec:
   """How gradients are projected.
 
   Attributes:
     kind: "none", "dense" or "kronecker".
-    dim: Total output dimension d (ignored by "none"). Split as: the vector
-      parameters get `vector_dim` (default min(their size, d // 16,
-      `MAX_VECTOR_DIM`)); each of
-      the M matrices gets k_L x k_R dims with k_L the largest power of two
-      <= sqrt((d - vector_dim) / M) and k_R filling its share; what rounding
-      leaves over goes to the vector block, so the total is exactly d.
-    matrix_dims: Per-matrix (k_L, k_R), overriding the split of `dim` (each
+    dim: Total output dimension d (ignored by "none").
+    allocation: How d is split among the parameter blocks (the matrices and
+      the vector block):
+      - "energy": block b gets d · e_b dims, e_b its mean share of the
+        corrected gradient's squared norm, measured on a sample of the corpus
+        (`block_energy`). For unit-normalised encodings the error variance
+        of a projected inner product is Σ_b e_b² / k_b, which this split
+        minimises under Σ_b k_b = d. A block never gets more dims than it
+        has parameters; a Kronecker side whose dims reach the matrix's own
+        is the identity, so small blocks are kept exactly.
+      - "equal": the vector parameters get `vector_dim` (default min(their
+        size, d // 16, `MAX_VECTOR_DIM`)); each of the M matrices gets
+        k_L x k_R dims with k_L the largest power of two <= sqrt((d -
+        vector_dim) / M) and k_R filling its share; what rounding leaves
+        over goes to the vector block, so the total is exactly d.
+    block_energy: The measured shares e_b as (block name, share) pairs, block
+      names "/"-joined parameter paths and "<vectors>"; None until measured
+      (`trak_jax.encoder.measure_block_energy`). Recorded in every
+      fingerprint, so the layout is reproducible from it.
+    energy_sample: Corpus examples the energies are measured on.
+    matrix_dims: Per-matrix (k_L, k_R), overriding `allocation` (each
       clipped to the matrix's own dims); total d then follows.
     vector_dim: Output dims of the vector parameters' block.
     seed: Seed of every projection matrix.
@@ -55,6 +76,9 @@ class ProjectionSpec:
 
   kind: str = "kronecker"
   dim: int = 4096
+  allocation: str = "energy"
+  block_energy: tuple[tuple[str, float], ...] | None = None
+  energy_sample: int = 256
   matrix_dims: tuple[int, int] | None = None
   vector_dim: int | None = None
   seed: int = 0
@@ -62,6 +86,35 @@ class ProjectionSpec:
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"projection kind {self.kind!r} is not one of {KINDS}")
+    if self.allocation not in ALLOCATIONS:
+      raise ValueError(
+        f"projection allocation {self.allocation!r} is not one of {ALLOCATIONS}"
+      )
+
+  @property
+  def needs_energy(self) -> bool:
+    """Whether the layout waits for measured block energies."""
+    return (
+      self.kind != "none"
+      and self.matrix_dims is None
+      and self.allocation == "energy"
+      and self.block_energy is None
+    )
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "ProjectionSpec":
+    """Inverse of `to_dict` (JSON turns tuples into lists)."""
+    values = dict(values)
+    if values.get("matrix_dims") is not None:
+      values["matrix_dims"] = tuple(values["matrix_dims"])
+    if values.get("block_energy") is not None:
+      values["block_energy"] = tuple(
+        (str(name), float(share)) for name, share in values["block_energy"]
+      )
+    return cls(**values)
 
 
 class Block(NamedTuple):
@@ -83,11 +136,17 @@ class Layout(NamedTuple):
   dim: int  # total d
 
 
+def block_name(path: gradients.Path) -> str:
+  """The name of a block in `ProjectionSpec.block_energy`."""
+  return "/".join(path)
+
+
 def make_layout(spec: ProjectionSpec, params) -> Layout:
-  """Splits d among parameters (see `ProjectionSpec.dim`).
+  """Splits d among parameters (see `ProjectionSpec.allocation`).
 
   Raises:
     ValueError: If d is too small to give every matrix one dimension.
+    MissingEnergyError: If the allocation needs energies not yet measured.
   """
   flat = gradients.flat_params(params)
   matrices = sorted(gradients.matrix_paths(params))
@@ -101,6 +160,8 @@ def make_layout(spec: ProjectionSpec, params) -> Layout:
     k_left, k_right = spec.matrix_dims
     out = {p: (min(m, k_left), min(n, k_right)) for p, (m, n) in shapes.items()}
     vector_dim = spec.vector_dim or min(vector_size, 256)
+  elif spec.allocation == "energy":
+    out, vector_dim = _energy_split(spec, shapes, vector_size)
   else:
     out, vector_dim = _split(spec, shapes, vector_size)
   blocks, offset = [], 0
@@ -132,8 +193,79 @@ def _split(spec, shapes, vector_size):
   return out, spec.dim - used
 
 
+def _energy_split(spec, shapes, vector_size):
+  """Dims ∝ measured energy, capped by each block's size (water-filling)."""
+  if spec.block_energy is None:
+    raise MissingEnergyError(
+      "projection allocation 'energy' needs the blocks' measured energies "
+      "(trak_jax.encoder.measure_block_energy; the encode job measures them "
+      "and records them in the store's manifest)"
+    )
+  energy = dict(spec.block_energy)
+  names = [block_name(p) for p in shapes]
+  if vector_size:
+    names.append(block_name(VECTORS))
+  missing = [n for n in names if n not in energy]
+  if missing:
+    raise ValueError(f"block_energy has no share for blocks {missing}")
+  caps = {block_name(p): m * n for p, (m, n) in shapes.items()}
+  if vector_size:
+    caps[block_name(VECTORS)] = min(vector_size, MAX_VECTOR_DIM)
+  if spec.dim < len(names):
+    raise ValueError(
+      f"projection dim {spec.dim} is too small for {len(names)} blocks"
+    )
+  target = _water_fill({n: max(energy[n], 0.0) for n in names}, caps, spec.dim)
+  out = {
+    path: _kronecker_split(target[block_name(path)], m, n)
+    for path, (m, n) in shapes.items()
+  }
+  used = sum(math.prod(o) for o in out.values())
+  vector_dim = 0
+  if vector_size:
+    vector_dim = max(1, min(caps[block_name(VECTORS)], spec.dim - used))
+  return out, vector_dim
+
+
+def _water_fill(energy, caps, dim):
+  """Real-valued dims ∝ energy summing to `dim`, none above its cap."""
+  dims, free = {}, dict(energy)
+  budget = float(dim)
+  while free:
+    total = sum(free.values())
+    share = {
+      n: (budget * e / total if total > 0 else budget / len(free))
+      for n, e in free.items()
+    }
+    over = [n for n in free if share[n] >= caps[n]]
+    if not over:
+      dims.update(share)
+      break
+    for n in over:
+      dims[n] = float(caps[n])
+      budget -= caps[n]
+      del free[n]
+  return {n: max(1, int(dims[n])) for n in energy}
+
+
+def _kronecker_split(k: int, m: int, n: int) -> tuple[int, int]:
+  """k_L x k_R <= k with the two sides as equal as m and n allow."""
+  k = max(1, min(k, m * n))
+  left = max(1, min(m, round(math.sqrt(k))))
+  right = max(1, min(n, k // left))
+  left = max(1, min(m, k // right))
+  return left, right
+
+
 def gaussian(seed: int, path: gradients.Path, side: int, shape) -> jax.Array:
-  """The projection matrix of (seed, path, side): N(0, 1/shape[0]) entries."""
+  """The projection matrix of (seed, path, side): N(0, 1/shape[0]) entries.
+
+  A square matrix (as many dims out as in: a Kronecker side that reaches
+  the matrix's own dim, a block kept whole) is the identity, which keeps
+  that side exactly.
+  """
+  if shape[0] == shape[1]:
+    return jnp.eye(shape[0], dtype=jnp.float32)
   key = jax.random.key(seed, impl="threefry2x32")
   key = jax.random.fold_in(key, zlib.crc32("/".join(path).encode()))
   key = jax.random.fold_in(key, side)
