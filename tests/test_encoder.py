@@ -373,3 +373,64 @@ def test_vector_block_stays_small_as_d_grows():
   matrices = len(large.blocks) - 1
   assert vectors.out_shape[0] < projection_lib.MAX_VECTOR_DIM + 32 * matrices
   assert vectors.out_shape[0] < 65536 // 16
+
+
+class _Loaded:
+  """The parts of a loaded checkpoint the encoder reads."""
+
+  def __init__(self, state):
+    self.params, self.opt_state = state.params, state.opt_state
+    self.model_config, self.digest = helpers.TINY_MODEL, "digest"
+
+
+def test_block_shares_equal_brute_force_gradient_shares(adafactor_state):
+  # At a d this large every matrix's probe projection is the identity, so
+  # their measured shares are exact; the vector block takes the equal
+  # split's leftover dims as a tall Gaussian (relative error ~ sqrt(2/k)).
+  config = encoder_lib.EncoderConfig(
+    correction=correction_lib.CorrectionSpec(kind="adafactor"),
+    projection=projection_lib.ProjectionSpec(dim=2**16),
+    hessian=NO_HESSIAN,
+  )
+  batch = helpers.random_batch(seed=11)
+  shares = encoder_lib.block_shares(_Loaded(adafactor_state), config, [batch])
+  exact_encoder = make_encoder(
+    adafactor_state,
+    correction="adafactor",
+    projection=projection_lib.ProjectionSpec(kind="none"),
+  )
+  whole = np.asarray(exact_encoder.features(batch).features, np.float64)
+  totals = (whole**2).sum(-1)
+  for block in exact_encoder.layout.blocks:
+    part = whole[:, block.offset : block.offset + block.size]
+    expected = np.mean((part**2).sum(-1) / totals)
+    name = projection_lib.block_name(block.path)
+    tolerance = 0.05 if block.path == projection_lib.VECTORS else 1e-3
+    assert shares[name] == pytest.approx(expected, rel=tolerance, abs=1e-6)
+  assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_energy_weights_are_the_geometric_mean_of_both_sides():
+  config = encoder_lib.EncoderConfig(
+    projection=projection_lib.ProjectionSpec(dim=64)
+  )
+  corpus = {"a": 0.5, "b": 0.5}
+  queries = {"a": 0.9, "b": 0.1}
+  energy = dict(
+    encoder_lib.with_block_energy(
+      config, corpus, queries
+    ).projection.block_energy
+  )
+  assert energy["a"] / energy["b"] == pytest.approx(3.0, rel=1e-4)
+  alone = dict(
+    encoder_lib.with_block_energy(config, corpus).projection.block_energy
+  )
+  assert alone == {"a": 0.5, "b": 0.5}
+  recorded = encoder_lib.with_block_energy(config, corpus, queries)
+  assert (
+    encoder_lib.with_recorded_layout(config, recorded.to_dict()) == recorded
+  )
+  other = encoder_lib.EncoderConfig(
+    projection=projection_lib.ProjectionSpec(dim=128)
+  )
+  assert encoder_lib.with_recorded_layout(other, recorded.to_dict()) == other

@@ -120,3 +120,98 @@ def test_full_r_refuses_a_huge_dimension():
     hessian_lib.block_sizes(
       65536, [65536], hessian_lib.HessianSpec(block_diagonal=False)
     )
+
+
+def _stats(phi, sizes):
+  stats = hessian_lib.Autocorrelation(sizes)
+  stats.update(phi)
+  return stats
+
+
+def test_fewer_queries_than_k_gives_a_finite_mix_and_a_warning():
+  rng = np.random.default_rng(4)
+  train = _stats(rng.normal(size=(200, 16)), [16])
+  evaluation = _stats(rng.normal(size=(3, 16)), [16])  # rank 3 < k = 8
+  spec = hessian_lib.HessianSpec(eigen_k=8)
+  with pytest.warns(hessian_lib.HessianWarning, match="exceeds the rank"):
+    fitted = hessian_lib.fit(spec, train, evaluation)
+  assert 0.0 <= fitted.mix <= 1.0 and fitted.eigen_k == 3
+  assert fitted.diagnostics["rank_eval"] == 3
+  assert fitted.diagnostics["rank_train"] == 16
+  for block in fitted.preconditioner.blocks:
+    assert np.isfinite(np.asarray(block)).all()
+  # Without the cap, the 8th eigenvalue of a rank-3 R_eval is zero and λ
+  # would be 1: R = R_eval, singular.
+  uncapped = hessian_lib.auto_mix(train.mean(), evaluation.mean(), k=8)
+  assert uncapped == pytest.approx(1.0)
+
+
+def test_blocks_are_split_so_each_has_more_samples_than_dimensions():
+  spec = hessian_lib.HessianSpec()
+  # 300 samples, 2 per dimension: no block above 150.
+  sizes = hessian_lib.block_sizes(
+    1000, [600, 100, 300], spec, train_examples=300
+  )
+  assert sum(sizes) == 1000 and max(sizes) <= 150
+  assert sizes[:4] == [150, 150, 150, 150]
+  # A full R only when the sample supports it.
+  assert hessian_lib.block_sizes(100, [60, 40], spec, train_examples=300) == [
+    100
+  ]
+  assert hessian_lib.block_sizes(100, [60, 40], spec, train_examples=150) == [
+    60,
+    40,
+  ]
+
+
+def test_a_rank_deficient_block_is_named_in_a_warning():
+  rng = np.random.default_rng(5)
+  train = _stats(rng.normal(size=(5, 12)), [4, 8])  # 5 samples, block of 8
+  with pytest.warns(hessian_lib.HessianWarning, match="more dimensions"):
+    fitted = hessian_lib.fit(hessian_lib.HessianSpec(kind="train"), train)
+  assert any("up to 8" in w for w in fitted.diagnostics["warnings"])
+
+
+def test_ledoit_wolf_matches_its_formula_and_shrinks_small_samples_more():
+  rng = np.random.default_rng(6)
+  phi = rng.normal(size=(40, 6)) * np.array([3.0, 2.0, 1.0, 1.0, 0.5, 0.2])
+  stats = _stats(phi, [6])
+  sample = phi.T @ phi / 40
+  # β² = (1/n²) Σ_i ‖x_i x_iᵀ − S‖_F², by brute force.
+  beta = sum(((np.outer(x, x) - sample) ** 2).sum() for x in phi) / 40**2
+  np.testing.assert_allclose(stats.sampling_error()[0], beta, rtol=1e-10)
+  mu = np.trace(sample) / 6
+  alpha = beta / ((sample - mu * np.eye(6)) ** 2).sum()
+  shrunk, weight = hessian_lib.ledoit_wolf(sample, stats.sampling_error()[0])
+  assert weight == pytest.approx(min(alpha, 1.0))
+  np.testing.assert_allclose(
+    shrunk, (1 - weight) * sample + weight * mu * np.eye(6), rtol=1e-12
+  )
+  few = _stats(phi[:8], [6])
+  _, few_weight = hessian_lib.ledoit_wolf(
+    few.mean()[0], few.sampling_error()[0]
+  )
+  assert few_weight > weight
+
+
+def test_fit_records_its_diagnostics_in_hessian_json(tmp_path):
+  rng = np.random.default_rng(7)
+  train = _stats(rng.normal(size=(100, 8)), [4, 4])
+  evaluation = _stats(rng.normal(size=(10, 8)), [4, 4])
+  fitted = hessian_lib.fit(hessian_lib.HessianSpec(), train, evaluation)
+  info = hessian_lib.save(
+    str(tmp_path),
+    fitted,
+    train_stats=train,
+    eval_stats=evaluation,
+    spec=hessian_lib.HessianSpec(),
+    fingerprint={},
+  )
+  _, loaded = hessian_lib.load(str(tmp_path))
+  assert loaded == info
+  for key in ("rank_train", "rank_eval", "eigen_k_asked", "shrinkage"):
+    assert key in loaded
+  assert len(loaded["shrinkage"]) == 2 and loaded["eigen_k"] >= 1
+  assert loaded["preconditioner_digest"] == hessian_lib.preconditioner_digest(
+    fitted.preconditioner
+  )

@@ -1,0 +1,88 @@
+"""The projection layout: energy allocation and its record."""
+
+import math
+
+import pytest
+
+from trak_jax import model as model_lib
+from trak_jax import projection as projection_lib
+
+DEMO_SHAPE = model_lib.ModelConfig(
+  vocab_size=2048, d_model=128, num_layers=4, num_heads=4, d_ff=512
+)
+
+
+def energies(params, weight):
+  """Shares from `weight(name)`, normalised to sum to 1."""
+  layout = projection_lib.make_layout(
+    projection_lib.ProjectionSpec(allocation="equal"), params
+  )
+  names = [projection_lib.block_name(b.path) for b in layout.blocks]
+  total = sum(weight(n) for n in names)
+  return tuple((n, weight(n) / total) for n in names)
+
+
+def test_dims_follow_the_energy_and_are_capped_by_block_size():
+  params = model_lib.abstract_params(DEMO_SHAPE)
+  weights = {"embed/embedding": 20.0, "block_3/wo/kernel": 10.0}
+  spec = projection_lib.ProjectionSpec(
+    dim=16384, block_energy=energies(params, lambda n: weights.get(n, 1.0))
+  )
+  layout = projection_lib.make_layout(spec, params)
+  size = {projection_lib.block_name(b.path): b.size for b in layout.blocks}
+  assert layout.dim <= 16384 and layout.dim > 0.97 * 16384
+  # Twice the energy, about twice the dims (Kronecker rounding aside).
+  ratio = size["embed/embedding"] / size["block_3/wo/kernel"]
+  assert 1.6 < ratio < 2.5
+  assert size["block_3/wo/kernel"] > 5 * size["block_0/wi/kernel"]
+  for block in layout.blocks:
+    assert block.size <= math.prod(block.in_shape)
+    assert all(k <= m for k, m in zip(block.out_shape, block.in_shape))
+
+
+def test_a_small_block_with_much_energy_is_kept_whole():
+  params = model_lib.abstract_params(DEMO_SHAPE)
+  spec = projection_lib.ProjectionSpec(
+    dim=65536,
+    block_energy=energies(params, lambda n: 50.0 if n == "positions" else 1),
+  )
+  layout = projection_lib.make_layout(spec, params)
+  (positions,) = [b for b in layout.blocks if b.path == ("positions",)]
+  assert positions.out_shape == positions.in_shape
+  matrices = projection_lib.make_matrices(spec, layout)
+  eye = matrices.left[("positions",)]
+  assert (eye == projection_lib.jnp.eye(eye.shape[0])).all()
+
+
+def test_the_layout_is_reproducible_from_its_recorded_inputs():
+  params = model_lib.abstract_params(DEMO_SHAPE)
+  spec = projection_lib.ProjectionSpec(
+    dim=4096, block_energy=energies(params, lambda n: len(n))
+  )
+  again = projection_lib.ProjectionSpec.from_dict(spec.to_dict())
+  assert again == spec
+  assert projection_lib.make_layout(
+    again, params
+  ) == projection_lib.make_layout(spec, params)
+
+
+def test_energy_allocation_waits_for_measured_energies():
+  params = model_lib.abstract_params(DEMO_SHAPE)
+  spec = projection_lib.ProjectionSpec(dim=4096)
+  assert spec.needs_energy
+  with pytest.raises(projection_lib.MissingEnergyError, match="energies"):
+    projection_lib.make_layout(spec, params)
+  partial = projection_lib.ProjectionSpec(
+    dim=4096, block_energy=(("embed/embedding", 1.0),)
+  )
+  with pytest.raises(ValueError, match="no share for blocks"):
+    projection_lib.make_layout(partial, params)
+
+
+def test_equal_allocation_is_unchanged():
+  params = model_lib.abstract_params(DEMO_SHAPE)
+  layout = projection_lib.make_layout(
+    projection_lib.ProjectionSpec(allocation="equal", dim=4096), params
+  )
+  assert layout.dim == 4096
+  assert {b.out_shape for b in layout.blocks[:-1]} == {(8, 18)}
