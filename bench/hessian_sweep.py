@@ -137,9 +137,10 @@ def main(argv):
         continue
       start = time.perf_counter()
       fitted, sizes = fit(spec, corpus_side, query_side, layout)
-      scores = finish(query_side, fitted.preconditioner) @ finish(
-        corpus_side, fitted.preconditioner
-      ).T
+      scores = (
+        finish(query_side, fitted.preconditioner)
+        @ finish(corpus_side, fitted.preconditioner).T
+      )
       row = sweep.compare(scores, exact, ids, queries)
       row.update(
         mix=fitted.mix,

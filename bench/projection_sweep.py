@@ -128,7 +128,10 @@ def compare(scores, exact, ids, queries):
   exact_ranked = rankings(exact, ids)
   values = metrics_lib.per_query(ranked, relevant, k=10)
   overlap = np.mean(
-    [len(set(a) & set(b)) / 10 for a, b in zip(ranked, exact_ranked, strict=True)]
+    [
+      len(set(a) & set(b)) / 10
+      for a, b in zip(ranked, exact_ranked, strict=True)
+    ]
   )
   return {
     "mrr": float(values["mrr"].mean()),

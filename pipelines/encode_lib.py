@@ -465,8 +465,12 @@ def measure_layout(options: EncodeOptions) -> EncodeOptions:
     if not config.projection.needs_energy:
       return dataclasses.replace(options, encoder_config=config)
   from trak_jax import checkpoint as checkpoint_lib
+  from trak_jax import partitioning
 
-  loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
+  # One local device: every process of a multi-process job measures the
+  # same numbers on its own.
+  mesh = partitioning.make_mesh(devices=jax.local_devices()[:1])
+  loaded = checkpoint_lib.load_checkpoint(options.checkpoint, mesh=mesh)
   max_len = options.max_len or loaded.model_config.max_len
   spec = config.projection
   corpus = corpus_batches(

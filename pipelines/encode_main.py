@@ -60,6 +60,12 @@ _LENGTH_BUCKETS = flags.DEFINE_list(
   "Sequence lengths batches are padded to, besides the model's max_len "
   "(empty: always max_len).",
 )
+_ENERGY_QUERIES = flags.DEFINE_string(
+  "energy_queries",
+  None,
+  "Query JSONL whose gradients share in measuring the projection layout "
+  "(default: the corpus sample alone).",
+)
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   "compilation_cache_dir",
   os.path.join(
@@ -93,6 +99,7 @@ def main(argv):
     mesh_model=_MESH_MODEL.value,
     length_buckets=tuple(int(n) for n in _LENGTH_BUCKETS.value),
     compilation_cache_dir=_COMPILATION_CACHE_DIR.value or None,
+    energy_queries=_ENERGY_QUERIES.value,
   )
   if is_distributed:
     from pipelines import encode_distributed

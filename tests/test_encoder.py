@@ -430,7 +430,9 @@ def test_energy_weights_are_the_geometric_mean_of_both_sides():
   assert (
     encoder_lib.with_recorded_layout(config, recorded.to_dict()) == recorded
   )
-  other = encoder_lib.EncoderConfig(
-    projection=projection_lib.ProjectionSpec(dim=128)
+  measured = encoder_lib.EncoderConfig(
+    projection=projection_lib.ProjectionSpec(dim=64, block_energy=(("a", 1),))
   )
-  assert encoder_lib.with_recorded_layout(other, recorded.to_dict()) == other
+  assert (
+    encoder_lib.with_recorded_layout(measured, recorded.to_dict()) == measured
+  )

@@ -37,7 +37,9 @@ def test_dims_follow_the_energy_and_are_capped_by_block_size():
   assert size["block_3/wo/kernel"] > 5 * size["block_0/wi/kernel"]
   for block in layout.blocks:
     assert block.size <= math.prod(block.in_shape)
-    assert all(k <= m for k, m in zip(block.out_shape, block.in_shape))
+    assert all(
+      k <= m for k, m in zip(block.out_shape, block.in_shape, strict=True)
+    )
 
 
 def test_a_small_block_with_much_energy_is_kept_whole():

@@ -483,17 +483,21 @@ def with_recorded_layout(
   """`config` with the block energies a store or index recorded.
 
   A config whose projection still waits for measured energies takes them
-  from `recorded` (an `EncoderConfig.to_dict()` from a manifest) when the
-  rest of the projection is the same; any other config is returned as it
-  is, and a fingerprint check then compares the two.
+  from `recorded` (an `EncoderConfig.to_dict()` from a manifest); any other
+  config is returned as it is. A fingerprint check then compares the rest,
+  so a store made with another projection is still refused by name.
   """
   if not config.projection.needs_energy:
     return config
   theirs = projection_lib.ProjectionSpec.from_dict(recorded["projection"])
-  unmeasured = dataclasses.replace(theirs, block_energy=None)
-  if unmeasured != config.projection or theirs.block_energy is None:
+  if theirs.block_energy is None:
     return config
-  return dataclasses.replace(config, projection=theirs)
+  return dataclasses.replace(
+    config,
+    projection=dataclasses.replace(
+      config.projection, block_energy=theirs.block_energy
+    ),
+  )
 
 
 def preset(

@@ -198,8 +198,8 @@ def _energy_split(spec, shapes, vector_size):
   if spec.block_energy is None:
     raise MissingEnergyError(
       "projection allocation 'energy' needs the blocks' measured energies "
-      "(trak_jax.encoder.measure_block_energy; the encode job measures them "
-      "and records them in the store's manifest)"
+      "(trak_jax.encoder.block_shares and with_block_energy; the encode job "
+      "measures them and records them in the store's manifest)"
     )
   energy = dict(spec.block_energy)
   names = [block_name(p) for p in shapes]

@@ -1,5 +1,6 @@
 """The encode job: nothing lost, resumable, refuses what it must."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -116,7 +117,12 @@ def test_store_vectors_equal_the_encoder(tiny_run, tmp_path):
       store_lib.shard_of(r.id, 3) == shard for r in store.shard_records(shard)
     )
   loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
-  encoder = encoder_lib.from_checkpoint(loaded, CONFIG)
+  # The job measured the layout's energies and recorded them.
+  config = encoder_lib.with_recorded_layout(
+    CONFIG, store.manifest["encoder_config"]
+  )
+  assert not config.projection.needs_energy
+  encoder = encoder_lib.from_checkpoint(loaded, config)
   assert store.fingerprint == encoder.fingerprint
   examples = {e.id: e for e in data_lib.read_corpus(tiny_run["corpus"])}
   records = list(store.records())[:8]
@@ -169,7 +175,10 @@ def test_the_encoder_flags_non_finite_rows(tiny_run):
     lambda new, old: jax.device_put(new, old.sharding), params, loaded.params
   )
   poisoned = loaded._replace(state=loaded.state._replace(params=params))
-  encoder = encoder_lib.from_checkpoint(poisoned, CONFIG)
+  equal = dataclasses.replace(CONFIG.projection, allocation="equal")
+  encoder = encoder_lib.from_checkpoint(
+    poisoned, dataclasses.replace(CONFIG, projection=equal)
+  )
   batch = data_lib.pad_batch(
     [data_lib.tokenize_text(loaded.tokenizer, "A park.", max_len=64)] * 8,
     seq_len=64,
@@ -241,7 +250,10 @@ def test_another_encoder_is_refused(tiny_run, tmp_path):
   out = tmp_path / "store"
   run(options(tiny_run, out))
   other = encoder_lib.preset(
-    "trackstar", projection=projection_lib.ProjectionSpec(dim=256, seed=9)
+    "trackstar",
+    projection=projection_lib.ProjectionSpec(
+      dim=256, seed=9, allocation="equal"
+    ),
   )
   expected = encoder_lib.fingerprint_for_checkpoint(
     tiny_run["checkpoint"], other

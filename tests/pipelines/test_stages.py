@@ -65,13 +65,25 @@ def test_hessian_job_matches_a_direct_fit(stages, tiny_run):
   assert 0 < info["mix"] < 1 and info["eigen_k"] >= 1
   arrays = np.load(stages["root"] / "hessian" / "hessian.npz")
   phi = store.load().vectors.astype(np.float64)
-  np.testing.assert_allclose(
-    arrays["train_0"], phi.T @ phi / len(phi), rtol=1e-6
-  )
+  full = phi.T @ phi / len(phi)
+  # Every block of R has at least samples_per_dim samples per dimension.
+  sizes = info["block_sizes"]
+  assert sum(sizes) == store.dim and max(sizes) <= len(store) / 2
+  start = 0
+  for i, size in enumerate(sizes):
+    np.testing.assert_allclose(
+      arrays[f"train_{i}"],
+      full[start : start + size, start : start + size],
+      rtol=1e-6,
+    )
+    start += size
   expected = hessian_lib_core.auto_mix(
-    [arrays["train_0"]], [arrays["eval_0"]], k=info["eigen_k"]
+    [arrays[f"train_{i}"] for i in range(len(sizes))],
+    [arrays[f"eval_{i}"] for i in range(len(sizes))],
+    k=info["eigen_k"],
   )
   assert info["mix"] == pytest.approx(expected)
+  assert info["eigen_k"] <= min(info["rank_train"], info["rank_eval"])
 
 
 def test_index_finishes_encodings_and_measures_recall(stages):
