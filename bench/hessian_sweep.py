@@ -32,6 +32,9 @@ from trak_jax import hessian as hessian_lib
 from trak_jax import projection as projection_lib
 
 _DIMS = flags.DEFINE_list("dims", ["4096", "16384"], "Projection dims d.")
+_SETTINGS = flags.DEFINE_list(
+  "settings", None, "Names from SETTINGS to run (default: all)."
+)
 _OLD = hessian_lib.HessianSpec(
   block_diagonal=False, shrinkage="none", train_sample=2048
 )
@@ -132,7 +135,10 @@ def main(argv):
     rows = {}
     plain = finish(query_side, None) @ finish(corpus_side, None).T
     rows["no_hessian"] = sweep.compare(plain, exact, ids, queries)
+    print(dim, "no_hessian", json.dumps(rows["no_hessian"]), flush=True)
     for name, spec in SETTINGS.items():
+      if _SETTINGS.value and name not in _SETTINGS.value:
+        continue
       if spec.block_diagonal is False and dim > hessian_lib.MAX_FULL_DIM:
         continue
       start = time.perf_counter()

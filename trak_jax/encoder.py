@@ -352,6 +352,7 @@ def from_checkpoint(
   config: EncoderConfig,
   *,
   estimation_batches: Any = None,
+  energy_batches: Any = None,
   preconditioner: hessian_lib.Preconditioner | None = None,
 ) -> TrackStarEncoder:
   """Builds an encoder from a loaded `trak_jax.checkpoint.Checkpoint`.
@@ -361,6 +362,9 @@ def from_checkpoint(
     config: The encoder's stages.
     estimation_batches: For correction "estimated": an iterable of
       `data_lib.Batch` whose per-example gradients estimate V.
+    energy_batches: For a projection layout that waits for measured block
+      energies (`ProjectionSpec.allocation` "energy"): `data_lib.Batch`es of
+      corpus examples to measure them on (`block_shares`).
     preconditioner: R^(-1/2), if already fitted.
 
   Returns:
@@ -369,7 +373,13 @@ def from_checkpoint(
   Raises:
     correction.MissingOptimizerStateError: If the checkpoint lacks the
       statistics the correction needs.
+    projection.MissingEnergyError: If the layout needs energies and no
+      `energy_batches` are given.
   """
+  if config.projection.needs_energy and energy_batches is not None:
+    config = with_block_energy(
+      config, block_shares(checkpoint, config, energy_batches)
+    )
   params = checkpoint.params
   mesh = jax.tree.leaves(params)[0].sharding.mesh
   spec = config.correction
