@@ -32,6 +32,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -103,14 +104,31 @@ def random_batch(config, batch_size, seq_len, seed=0) -> data_lib.Batch:
   return data_lib.Batch(ids, mask)
 
 
-def make_encoder(kind, dim, config, state, adam_opt_state, mesh):
-  """An encoder of the trackstar preset with correction `kind` at `dim`."""
+class _Loaded(NamedTuple):
+  """The parts of a checkpoint `encoder.block_shares` reads."""
+
+  params: Any
+  opt_state: Any
+  model_config: Any
+  digest: str = "bench"
+
+
+def make_encoder(
+  kind, dim, config, state, adam_opt_state, mesh, *, allocation, batch
+):
+  """An encoder of the trackstar preset with correction `kind` at `dim`;
+  an "energy" layout is measured on `batch`."""
   opt_state = adam_opt_state if kind == "adam" else state.opt_state
   enc_config = encoder_lib.preset(
     "trackstar",
     correction=kind,
-    projection=projection_lib.ProjectionSpec(dim=dim),
+    projection=projection_lib.ProjectionSpec(dim=dim, allocation=allocation),
   )
+  if enc_config.projection.needs_energy:
+    loaded = _Loaded(state.params, opt_state, config)
+    enc_config = encoder_lib.with_block_energy(
+      enc_config, encoder_lib.block_shares(loaded, enc_config, [batch])
+    )
   return encoder_lib.TrackStarEncoder(
     params=state.params,
     model_config=config,
@@ -147,14 +165,26 @@ def bench_width(width: int, mesh) -> dict:
   adam_opt = dataclasses.replace(opt, name="adamw")
   adam_opt_state = train_lib.init_state(config, adam_opt, mesh, seed=0)
   adam_opt_state = adam_opt_state.opt_state
-  kinds = [("adafactor", int(d)) for d in _DIMS.value]
+  # Today's layouts (energy) and the equal split they replaced, at the
+  # first d.
+  kinds = [("adafactor", int(d), "energy") for d in _DIMS.value]
+  kinds.append(("adafactor", int(_DIMS.value[0]), "equal"))
   if _ADAM.value:
-    kinds.append(("adam", int(_DIMS.value[0])))
+    kinds.append(("adam", int(_DIMS.value[0]), "energy"))
   encoders = {
-    f"{kind}_d{dim}": make_encoder(
-      kind, dim, config, state, adam_opt_state, mesh
+    f"{kind}_d{dim}" + ("_equal" if allocation == "equal" else ""): (
+      make_encoder(
+        kind,
+        dim,
+        config,
+        state,
+        adam_opt_state,
+        mesh,
+        allocation=allocation,
+        batch=batch,
+      )
     )
-    for kind, dim in kinds
+    for kind, dim, allocation in kinds
   }
   fns = {"train": train_once}
   for name, enc in encoders.items():
@@ -182,7 +212,11 @@ def bench_width(width: int, mesh) -> dict:
       **figures,
     }
   encode = result["encode"]
-  trackstar = [v for k, v in encode.items() if k.startswith("adafactor")]
+  trackstar = [
+    v
+    for k, v in encode.items()
+    if k.startswith("adafactor") and not k.endswith("_equal")
+  ]
   result["trackstar_meets_target"] = all(
     v["ratio_to_train_step"] >= _TARGET.value for v in trackstar
   )

@@ -85,7 +85,9 @@ def make_encoder(kind, config, params, opt_state, mesh, *, chunk_size):
     encoder_lib.preset(
       "trackstar",
       correction=kind,
-      projection=projection_lib.ProjectionSpec(dim=_DIM.value),
+      projection=projection_lib.ProjectionSpec(
+        dim=_DIM.value, allocation="equal"
+      ),
     ),
     chunk_size=chunk_size,
   )

@@ -173,8 +173,10 @@ def bare_loop(cache_dir: str):
   gin_utils.parse([_GIN_FILE], [])
   config = gin.get_configurable(encoder_lib.preset)()
   loaded = checkpoint_lib.load_checkpoint(_CHECKPOINT.value)
-  encoder = encoder_lib.from_checkpoint(loaded, config)
   batches = job_batches(loaded.tokenizer, loaded.model_config.max_len)
+  encoder = encoder_lib.from_checkpoint(
+    loaded, config, energy_batches=batches[:8]
+  )
   for length in {b.token_ids.shape[1] for b in batches}:  # Compile.
     first = next(b for b in batches if b.token_ids.shape[1] == length)
     encoder_lib.host_features(encoder, first)
