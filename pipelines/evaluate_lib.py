@@ -33,7 +33,9 @@ from trak_jax import files
 from trak_jax import hessian as hessian_core
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
+from trak_jax import store as store_lib
 from trak_jax.eval import bm25 as bm25_lib
+from trak_jax.eval import exact as exact_lib
 from trak_jax.eval import metrics as metrics_lib
 from trak_jax.eval import plots as plots_lib
 from trak_jax.eval import tailpatch as tailpatch_lib
@@ -41,7 +43,15 @@ from trak_jax.eval import tailpatch as tailpatch_lib
 GRADIENT_METHODS = encoder_lib.PRESETS
 BM25 = "bm25"
 GROUND_TRUTH = "ground_truth"
-METRICS = ("mrr", "recall@10", "precision@10", "tail_patch")
+EXACT = "exact"
+METRICS = (
+  "mrr",
+  "recall@10",
+  "precision@10",
+  "tail_patch",
+  "overlap@10_exact",
+  "spearman_exact",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +75,10 @@ class EvaluateOptions:
     num_shards: Store shards.
     batch_size: Examples per encoder call.
     pipeline_options: Beam options for every job.
+    group_by: Query fields the results are split by (besides whether the
+      model answers the query).
+    exact_max_params: The exact reference row (whole gradients) runs for
+      models up to this many parameters.
   """
 
   corpus: str
@@ -81,6 +95,8 @@ class EvaluateOptions:
   num_shards: int = 4
   batch_size: int = 32
   pipeline_options: str = "--runner=DirectRunner"
+  group_by: tuple[str, ...] = ("frequency_bucket",)
+  exact_max_params: int = 20_000_000
 
 
 def checkpoint_correction(optimizer_name: str) -> str:
@@ -134,6 +150,7 @@ def build_indexes(
         encoder_config=config,
         num_shards=options.num_shards,
         batch_size=options.batch_size,
+        energy_queries=options.queries,
       ),
     )
   hessians, indexes = {}, {}
@@ -256,18 +273,33 @@ def per_query_metrics(
   return table
 
 
-def summarize_groups(
-  table: dict[str, dict[str, np.ndarray]], records: list[dict]
-) -> dict[str, Any]:
-  """Mean and 95% interval per method and metric, overall and per group."""
+def query_groups(
+  records: list[dict], queries, fields: Sequence[str]
+) -> dict[str, np.ndarray]:
+  """Group name -> [queries] mask: all, each value of each field, and
+  whether the model answers.
+
+  Raises:
+    ValueError: If no query has one of `fields`.
+  """
+  by_id = {q.id: q for q in queries}
+  extras = [by_id[r["query_id"]].extra for r in records]
   groups = {"all": np.ones(len(records), bool)}
-  buckets = sorted({str(r.get("frequency_bucket")) for r in records})
-  for bucket in buckets:
-    groups[f"bucket={bucket}"] = np.array(
-      [str(r.get("frequency_bucket")) == bucket for r in records]
-    )
+  for field in fields:
+    if not any(field in extra for extra in extras):
+      raise ValueError(f"group_by: no query has the field {field!r}")
+    values = [str(extra.get(field)) for extra in extras]
+    for value in sorted(set(values)):
+      groups[f"{field}={value}"] = np.array([v == value for v in values])
   correct = np.array([r["correct"] for r in records])
   groups["model_correct"], groups["model_wrong"] = correct, ~correct
+  return groups
+
+
+def summarize_groups(
+  table: dict[str, dict[str, np.ndarray]], groups: dict[str, np.ndarray]
+) -> dict[str, Any]:
+  """Mean and 95% interval per method and metric, overall and per group."""
   summary = collections.defaultdict(dict)
   for group, mask in groups.items():
     for method, metrics in table.items():
@@ -305,6 +337,17 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
       + " | ".join(cell(metrics.get(m)) for m in METRICS)
       + " |"
     )
+  lines += ["", f"Exact reference: {meta.get('exact')}.", ""]
+  for name, info in meta.get("hessians", {}).items():
+    lines.append(
+      f"- Hessian {name}: λ = {info['mix']:.3g} (k = {info['eigen_k']} of "
+      f"{info['eigen_k_asked']} asked; ranks R_train {info['rank_train']}, "
+      f"R_eval {info['rank_eval']}), {info['blocks']} blocks (largest "
+      f"{info['largest_block']}, {info['train_examples']} train examples), "
+      f"Ledoit-Wolf shrinkage {info['shrinkage_mean']:.3f} on average, "
+      f"damping {info['damping']:g}"
+      + "".join(f"; warning: {w}" for w in info["warnings"])
+    )
   groups = [g for g in summary if g != "all"]
   for metric in ("mrr", "tail_patch"):
     lines += ["", f"## {metric} by group", ""]
@@ -338,6 +381,124 @@ def score_distribution(options, configs, indexes, loaded, queries, method):
       if example_id in position:
         relevant[row, position[example_id]] = True
   return scores[relevant], scores[~relevant]
+
+
+def _corpus_batches(loaded, corpus: dict[str, str], options):
+  examples = [data_lib.CorpusExample(i, t) for i, t in sorted(corpus.items())]
+  max_len = loaded.model_config.max_len
+  tokenized = encode_lib.tokenize_examples(
+    loaded.tokenizer, examples, max_len=max_len, truncate=True, rejected=[]
+  )
+  return [
+    ([tokenized[i].id for i in planned.rows], planned.batch)
+    for planned in encode_lib.make_batches(
+      tokenized,
+      batch_size=options.batch_size,
+      max_len=max_len,
+      length_buckets=encode_lib.EncodeOptions.length_buckets,
+    )
+  ]
+
+
+def method_scores(loaded, index_dir, queries, options) -> tuple:
+  """A method's [queries, corpus] scores over its whole index, and ids."""
+  encoder, built = retrieve_lib.load_method(loaded, index_dir)
+  encoded = encoder_lib.encode_queries(
+    encoder,
+    loaded.tokenizer,
+    queries,
+    batch_size=options.batch_size,
+    max_len=loaded.model_config.max_len,
+  )
+  return encoded.features @ built.vectors.T, list(built.ids)
+
+
+def add_exact(records, corpus, queries, loaded, options, configs, indexes):
+  """Adds the exact reference's proponents to each record; returns, per
+  gradient method, its per-query top-10 overlap with the exact ranking and
+  the Spearman correlation of its scores with the exact ones, and a note
+  if the exact reference could not run."""
+  correction = options.correction or checkpoint_correction(
+    loaded.optimizer_config.name
+  )
+  by_id = {q.id: q for q in queries}
+  ordered = [by_id[r["query_id"]] for r in records]
+  _log("exact reference (whole gradients)")
+  try:
+    exact = exact_lib.exact_scores(
+      loaded,
+      correction=correction,
+      corpus_batches=_corpus_batches(loaded, corpus, options),
+      queries=ordered,
+      batch_size=options.batch_size,
+      max_params=options.exact_max_params,
+      progress=_log,
+    )
+  except exact_lib.TooLargeError as error:
+    _log(f"no exact reference: {error}")
+    return {}, str(error)
+  top = exact_lib.top_k(exact.scores, exact.ids, k=options.k)
+  for record, (ranked, scores) in zip(records, top, strict=True):
+    relevant = set(record["relevant_ids"])
+    record["results"][EXACT] = {
+      "reciprocal_rank": metrics_lib.reciprocal_rank(ranked, relevant),
+      "proponents": [
+        {
+          "rank": rank,
+          "id": pid,
+          "score": float(score),
+          "text": corpus[pid],
+          "relevant": pid in relevant,
+        }
+        for rank, (pid, score) in enumerate(
+          zip(ranked, scores, strict=True), start=1
+        )
+      ],
+    }
+  agreement = {EXACT: _agreement(exact.scores, exact.scores, top, top)}
+  column = {example_id: j for j, example_id in enumerate(exact.ids)}
+  for name, index_dir in indexes.items():
+    scores, ids = method_scores(loaded, index_dir, ordered, options)
+    aligned = np.zeros_like(exact.scores)
+    aligned[:, [column[i] for i in ids]] = scores
+    mine = exact_lib.top_k(aligned, exact.ids, k=options.k)
+    agreement[name] = _agreement(aligned, exact.scores, mine, top)
+  return agreement, None
+
+
+def _agreement(scores, exact, ranked, exact_ranked) -> dict[str, np.ndarray]:
+  return {
+    "overlap@10_exact": np.array(
+      [
+        exact_lib.overlap_at_k(a[0], b[0], k=10)
+        for a, b in zip(ranked, exact_ranked, strict=True)
+      ]
+    ),
+    "spearman_exact": exact_lib.spearman(scores, exact),
+  }
+
+
+def hessian_summaries(output_dir: str) -> dict[str, dict]:
+  """What each fitted Hessian used: λ, k, ranks, shrinkage, warnings."""
+  root = os.path.join(output_dir, "hessians")
+  summaries = {}
+  for name in sorted(os.listdir(root)) if files.exists(root) else []:
+    _, info = hessian_core.load(os.path.join(root, name))
+    shrinkage = info.get("shrinkage") or [0.0]
+    summaries[name] = {
+      "mix": info["mix"],
+      "eigen_k": info["eigen_k"],
+      "eigen_k_asked": info.get("eigen_k_asked"),
+      "rank_train": info.get("rank_train"),
+      "rank_eval": info.get("rank_eval"),
+      "blocks": len(info["block_sizes"]),
+      "largest_block": max(info["block_sizes"]),
+      "train_examples": info["train_examples"],
+      "damping": info["spec"]["damping"],
+      "shrinkage_mean": float(np.mean(shrinkage)),
+      "warnings": info.get("warnings", []),
+    }
+  return summaries
 
 
 def run_evaluation(
@@ -375,6 +536,11 @@ def run_evaluation(
   add_bm25(records, corpus, queries, k=options.k)
   methods = [BM25, *options.methods]
   loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
+  agreement, exact_note = add_exact(
+    records, corpus, queries, loaded, options, configs, indexes
+  )
+  if exact_note is None:
+    methods.append(EXACT)
   _log("tail-patch")
   tail, step_size = tail_patch(
     records,
@@ -385,17 +551,24 @@ def run_evaluation(
     limit=options.tailpatch_queries,
     step_size=options.tailpatch_step_size,
   )
+  first = next(iter(configs))
   table = per_query_metrics(records, methods, tail)
-  summary = summarize_groups(table, records)
+  for method, values in agreement.items():
+    table[method].update(values)
+  summary = summarize_groups(
+    table, query_groups(records, queries, options.group_by)
+  )
   meta = {
     "queries": len(records),
     "tailpatch_queries": min(
       options.tailpatch_queries or len(records), len(records)
     ),
     "corpus_size": len(corpus),
-    "dim": encoder_lib.fingerprint_for_checkpoint(
-      options.checkpoint, next(iter(configs.values()))
+    "dim": store_lib.EncodingStore(
+      os.path.join(options.output_dir, "stores", _key(configs[first]))
     ).dim,
+    "exact": exact_note or "whole corrected gradients, unit norm, no R",
+    "hessians": hessian_summaries(options.output_dir),
     "step_size": step_size,
     "step": "one step of the checkpoint's optimizer, its state restored",
     "model_accuracy": float(np.mean([r["correct"] for r in records])),
@@ -437,22 +610,29 @@ def evaluate(
   queries: str,
   checkpoint: str,
   output_dir: str,
-  dim: int = 4096,
+  dim: int | None = None,
   tailpatch_queries: int | None = None,
   hessian_mix: float | None = None,
+  group_by: Sequence[str] = ("frequency_bucket",),
 ) -> dict[str, Any]:
   """Runs the evaluation with default settings, prints the table.
 
-  `hessian_mix` is TrackStar's λ (None: the k-th-eigenvalue rule).
+  `dim` is d (None: the projection's default); `hessian_mix` is
+  TrackStar's λ (None: the k-th-eigenvalue rule).
   """
   options = EvaluateOptions(
     corpus=corpus,
     queries=queries,
     checkpoint=checkpoint,
     output_dir=output_dir,
-    projection=projection_lib.ProjectionSpec(dim=dim),
+    projection=(
+      projection_lib.ProjectionSpec()
+      if dim is None
+      else projection_lib.ProjectionSpec(dim=dim)
+    ),
     hessian=hessian_core.HessianSpec(mix=hessian_mix),
     tailpatch_queries=tailpatch_queries,
+    group_by=tuple(group_by),
   )
   results = run_evaluation(options, make_pipeline=make_pipeline)
   with files.open(os.path.join(output_dir, "results.md")) as f:

@@ -22,7 +22,12 @@ _CHECKPOINT = flags.DEFINE_string(
   "checkpoint", None, "Trained model; trained on the corpus if not given."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
-_DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
+_DIM = flags.DEFINE_integer(
+  "dim", None, "Projection dimension d (default: the projection's)."
+)
+_GROUP_BY = flags.DEFINE_list(
+  "group_by", ["frequency_bucket"], "Query fields results are split by."
+)
 _MIX = flags.DEFINE_float(
   "hessian_mix", None, "TrackStar's λ (default: the k-th-eigenvalue rule)."
 )
@@ -62,6 +67,7 @@ def main(argv):
     dim=_DIM.value,
     tailpatch_queries=_TAILPATCH.value,
     hessian_mix=_MIX.value,
+    group_by=_GROUP_BY.value,
   )
   print(json.dumps({"seconds": results["meta"]["seconds"]}))
 

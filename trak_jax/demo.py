@@ -27,7 +27,9 @@ from trak_jax import gin_utils, predict, train
 from trak_jax.eval import factbench
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo", "Output root.")
-_DIM = flags.DEFINE_integer("dim", 4096, "Projection dimension d.")
+_DIM = flags.DEFINE_integer(
+  "dim", None, "Projection dimension d (default: the projection's)."
+)
 _TAILPATCH = flags.DEFINE_integer(
   "tailpatch_queries", 80, "Queries scored by tail-patch (the slow part)."
 )

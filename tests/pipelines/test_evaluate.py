@@ -54,7 +54,12 @@ def test_evaluation_writes_every_output(evaluation):
 def test_summary_equals_the_report_records(evaluation, tiny_run):
   out, results = evaluation
   records = report_lib.read_report_jsonl(str(out / "report.jsonl"))
-  assert set(records[0]["results"]) == {"bm25", "grad_dot", "trackstar"}
+  assert set(records[0]["results"]) == {
+    "bm25",
+    "grad_dot",
+    "trackstar",
+    "exact",
+  }
   for method in ("bm25", "trackstar"):
     rankings = [
       [p["id"] for p in r["results"][method]["proponents"]] for r in records
@@ -73,9 +78,37 @@ def test_summary_equals_the_report_records(evaluation, tiny_run):
   assert results["summary"]["all"]["trackstar"]["tail_patch"]["n"] == 4
   assert results["meta"]["tailpatch_queries"] == 4
   # Per-bucket groups partition the queries.
-  buckets = [g for g in results["summary"] if g.startswith("bucket=")]
+  buckets = [g for g in results["summary"] if g.startswith("frequency_bucket=")]
   sizes = [results["summary"][g]["bm25"]["mrr"]["n"] for g in buckets]
   assert sum(sizes) == len(records)
+  # The exact reference agrees with itself; the others within [-1, 1].
+  exact = results["summary"]["all"]["exact"]
+  assert exact["overlap@10_exact"]["mean"] == pytest.approx(1.0)
+  assert exact["spearman_exact"]["mean"] == pytest.approx(1.0)
+  for method in ("grad_dot", "trackstar"):
+    row = results["summary"]["all"][method]
+    assert 0.0 <= row["overlap@10_exact"]["mean"] <= 1.0
+    assert -1.0 <= row["spearman_exact"]["mean"] <= 1.0
+  (hessian,) = [
+    h for n, h in results["meta"]["hessians"].items() if n.endswith("mixed")
+  ]
+  assert 0.0 <= hessian["mix"] <= 1.0
+  assert hessian["eigen_k"] <= min(hessian["rank_train"], hessian["rank_eval"])
+
+
+def test_results_split_by_a_named_field(tiny_run):
+  queries = evaluate_lib.data_lib.read_queries(tiny_run["queries"])
+  records = [
+    {"query_id": q.id, "correct": i % 2 == 0} for i, q in enumerate(queries)
+  ]
+  field = next(iter(queries[0].extra))
+  groups = evaluate_lib.query_groups(records, queries, [field])
+  values = {str(q.extra.get(field)) for q in queries}
+  named = [g for g in groups if g.startswith(f"{field}=")]
+  assert len(named) == len(values)
+  assert sum(groups[g].sum() for g in named) == len(queries)
+  with pytest.raises(ValueError, match="no query has the field 'colour'"):
+    evaluate_lib.query_groups(records, queries, ["colour"])
 
 
 def test_bm25_finds_stating_passages_on_facts(evaluation):
