@@ -4,7 +4,8 @@
     configured) -> ScaNN or exact index, with Recall@10 against exact search
 
 DESIGN.md sections 1 and 4: preconditioning and normalisation happen here,
-per task; one corpus pass serves many tasks.
+per task; one corpus pass serves many tasks. index.json records the digest
+of the R^(-1/2) used, so retrieval refuses a Hessian refitted since.
 """
 
 import dataclasses
@@ -50,7 +51,18 @@ class IndexOptions:
 
 
 def load_preconditioner(options: IndexOptions, fingerprint):
-  """R^(-1/2) for the config, checked against the store's fingerprint."""
+  """R^(-1/2) for the config and index.json's record of it.
+
+  Returns:
+    (preconditioner, record), both None when the config has no Hessian;
+    the record is `index.hessian_record`'s, with the digest of R^(-1/2).
+
+  Raises:
+    encoder.FingerprintMismatchError: If the Hessian was fitted on another
+      encoder's features than the store's.
+    index.HessianMismatchError: If its hessian.json records no digest, or
+      not that of its R^(-1/2).
+  """
   if options.encoder_config.hessian.kind == "none":
     return None, None
   if not options.hessian_dir:
@@ -63,21 +75,42 @@ def load_preconditioner(options: IndexOptions, fingerprint):
     encoder_lib.Fingerprint.from_dict(info["fingerprint"]),
     what=f"hessian {options.hessian_dir}",
   )
-  return preconditioner, info
+  record = index_lib.hessian_record(
+    preconditioner, info, hessian_dir=options.hessian_dir
+  )
+  return preconditioner, record
+
+
+def _digest(record: dict | None) -> str | None:
+  return None if record is None else record["preconditioner_digest"]
 
 
 class FinishShard(beam.DoFn):
-  """Shard index -> (id, finished encoding) pairs."""
+  """Shard index -> (id, finished encoding) pairs.
 
-  def __init__(self, options: IndexOptions):
+  Args:
+    options: The job's options.
+    hessian_digest: Digest of the R^(-1/2) the job records (None without a
+      Hessian); a worker that loads another (refitted meanwhile) fails.
+  """
+
+  def __init__(self, options: IndexOptions, hessian_digest: str | None):
     self._options = options
+    self._hessian_digest = hessian_digest
     self._rows = Metrics.counter(NAMESPACE, "examples_indexed")
 
   def setup(self):
     self._store = store_lib.EncodingStore(self._options.store_dir)
-    preconditioner, _ = load_preconditioner(
+    preconditioner, record = load_preconditioner(
       self._options, self._store.fingerprint
     )
+    digest = _digest(record)
+    if digest != self._hessian_digest:
+      raise index_lib.HessianMismatchError(
+        f"the Hessian in {self._options.hessian_dir} was refitted while "
+        f"index {self._options.output_dir} was being built (digest "
+        f"{self._hessian_digest}, now {digest}); rebuild the index"
+      )
     normalize = self._options.encoder_config.normalize
     self._finish = jax.jit(
       lambda phi: encoder_lib.finish(phi, preconditioner, normalize=normalize)
@@ -95,7 +128,7 @@ class FinishShard(beam.DoFn):
         yield record.id, row
 
 
-def _build_and_save(pairs, *, options: IndexOptions, store, hessian_info):
+def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
   pairs = sorted(pairs, key=lambda p: p[0])
   ids = [p[0] for p in pairs]
   vectors = np.stack([p[1] for p in pairs]).astype(np.float32)
@@ -114,7 +147,7 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_info):
       "store_fingerprint": store.fingerprint.to_dict(),
       "encoder_config": options.encoder_config.to_dict(),
       "hessian_dir": options.hessian_dir,
-      "hessian": hessian_info,
+      "hessian": hessian_record,
     },
   )
   index.save(options.output_dir)
@@ -130,17 +163,16 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
       options.encoder_config, store.manifest["encoder_config"]
     ),
   )
-  _, hessian_info = load_preconditioner(options, store.fingerprint)
-  if hessian_info is not None:
-    hessian_info = {k: hessian_info[k] for k in ("mix", "eigen_k", "spec")}
+  _, record = load_preconditioner(options, store.fingerprint)
+  digest = _digest(record)
   _ = (
     pipeline
     | "Shards" >> beam.Create(list(range(store.num_shards)))
-    | "Finish" >> beam.ParDo(FinishShard(options))
+    | "Finish" >> beam.ParDo(FinishShard(options, digest))
     | "Collect" >> beam.combiners.ToList()
     | "Build"
     >> beam.Map(
-      _build_and_save, options=options, store=store, hessian_info=hessian_info
+      _build_and_save, options=options, store=store, hessian_record=record
     )
   )
   pipeline.run().wait_until_finish()

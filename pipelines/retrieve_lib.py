@@ -24,7 +24,6 @@ from pipelines import encode_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files, predict, report
-from trak_jax import hessian as hessian_lib
 from trak_jax import index as index_lib
 from trak_jax.eval import metrics as metrics_lib
 
@@ -60,12 +59,14 @@ def load_method(loaded, index_dir: str):
   Raises:
     encoder.FingerprintMismatchError: If the index was built from another
       checkpoint or encoder than the query encoder.
+    index.HessianMismatchError: If the index's Hessian was refitted after
+      the index was built (queries would be finished with another R^(-1/2)).
   """
   index = index_lib.Index.load(index_dir)
   config = encoder_lib.EncoderConfig.from_dict(index.info["encoder_config"])
   preconditioner = None
   if config.hessian.kind != "none":
-    preconditioner, _ = hessian_lib.load(index.info["hessian_dir"])
+    preconditioner = index_lib.load_hessian(index.info, index_dir=index_dir)
   encoder = encoder_lib.from_checkpoint(
     loaded, config, preconditioner=preconditioner
   )

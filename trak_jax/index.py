@@ -7,8 +7,12 @@ An index directory holds:
                       recall measurement)
     scann/            ScaNN's serialized searcher (kind "scann")
     index.json        kind, ScaNN settings, the store's fingerprint, the
-                      Hessian it was built with, and measured Recall@10
-                      against exact search
+                      Hessian it was built with (its directory, what its
+                      hessian.json records of the fit, and the digest of
+                      R^(-1/2)), and measured Recall@10 against exact search
+
+Queries must be finished with the same R^(-1/2) as the index: `load_hessian`
+reloads the Hessian an index names and refuses one refitted since.
 
 ScaNN: a partitioning tree, asymmetric hashing, and exact re-ordering of the
 best candidates; scores are dot products (cosines, after normalisation).
@@ -22,7 +26,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from trak_jax import encoder as encoder_lib
 from trak_jax import files, scoring
+from trak_jax import hessian as hessian_lib
 
 INFO = "index.json"
 
@@ -48,6 +54,90 @@ class ScannSpec:
   dims_per_block: int = 2
   anisotropic_quantization_threshold: float = 0.2
   reorder_k: int = 300
+
+
+class HessianMismatchError(encoder_lib.FingerprintMismatchError):
+  """An index and the Hessian directory it names no longer agree."""
+
+
+def _hessian_json_digest(hessian_info: dict, digest: str, hessian_dir: str):
+  """Checks hessian.json's digest against that of the R^(-1/2) it sits by."""
+  recorded = hessian_info.get("preconditioner_digest")
+  if recorded is None:
+    raise HessianMismatchError(
+      f"{hessian_lib.HESSIAN_INFO} in {hessian_dir} records no "
+      "preconditioner_digest (fitted before digests were recorded); refit "
+      "the Hessian, then rebuild the indexes made from it"
+    )
+  if recorded != digest:
+    raise HessianMismatchError(
+      f"{hessian_lib.HESSIAN_INFO} in {hessian_dir} records preconditioner "
+      f"digest {recorded}, but its {hessian_lib.HESSIAN_ARRAYS} holds an "
+      f"R^(-1/2) with digest {digest} (partly overwritten?); refit the Hessian"
+    )
+
+
+def hessian_record(
+  preconditioner: hessian_lib.Preconditioner,
+  hessian_info: dict,
+  *,
+  hessian_dir: str,
+) -> dict:
+  """What index.json records of the Hessian an index is finished with.
+
+  Args:
+    preconditioner: R^(-1/2) as loaded from `hessian_dir`.
+    hessian_info: Its hessian.json.
+    hessian_dir: Where both were loaded from (for errors).
+
+  Returns:
+    hessian.json's record of the fit (spec, λ `mix`, `eigen_k`, block sizes,
+    sample counts, `preconditioner_digest`), without its fingerprint (the
+    index records the store's, which the Hessian's matched).
+
+  Raises:
+    HessianMismatchError: If hessian.json records no digest, or one that
+      is not the digest of `preconditioner`.
+  """
+  digest = hessian_lib.preconditioner_digest(preconditioner)
+  _hessian_json_digest(hessian_info, digest, hessian_dir)
+  return {k: v for k, v in hessian_info.items() if k != "fingerprint"}
+
+
+def load_hessian(
+  info: dict[str, Any], *, index_dir: str
+) -> hessian_lib.Preconditioner:
+  """Reloads the R^(-1/2) an index was finished with, to finish queries.
+
+  Args:
+    info: The index's index.json.
+    index_dir: The index's directory (for errors).
+
+  Raises:
+    HessianMismatchError: If the index records no Hessian digest, or the
+      Hessian in its `hessian_dir` was refitted (or partly overwritten)
+      after the index was built.
+    FileNotFoundError: If that directory holds no fitted Hessian.
+  """
+  hessian_dir = info.get("hessian_dir")
+  if not hessian_dir:
+    raise HessianMismatchError(f"index {index_dir} names no Hessian directory")
+  recorded = (info.get("hessian") or {}).get("preconditioner_digest")
+  if recorded is None:
+    raise HessianMismatchError(
+      f"index {index_dir} records no digest of the Hessian in {hessian_dir} "
+      "(built before digests were recorded); rebuild the index"
+    )
+  preconditioner, hessian_info = hessian_lib.load(hessian_dir)
+  digest = hessian_lib.preconditioner_digest(preconditioner)
+  _hessian_json_digest(hessian_info, digest, hessian_dir)
+  if digest != recorded:
+    raise HessianMismatchError(
+      f"the Hessian in {hessian_dir} was refitted after index {index_dir} "
+      f"was built: the index records preconditioner digest {recorded}, the "
+      f"Hessian's is now {digest}; rebuild the index"
+    )
+  return preconditioner
 
 
 class Neighbors(NamedTuple):

@@ -206,3 +206,119 @@ def test_an_index_of_another_checkpoint_is_refused(stages, tiny_run, tmp_path):
     encoder_lib.FingerprintMismatchError, match="'checkpoint_digest'"
   ):
     retrieve_lib.load_method(loaded, str(index_dir))
+
+
+def _copy_hessian(stages, directory):
+  directory.mkdir()
+  for name in ("hessian.npz", "hessian.json"):
+    source = stages["root"] / "hessian" / name
+    (directory / name).write_bytes(source.read_bytes())
+  return directory
+
+
+def _build_index(stages, hessian_dir, output_dir, config=CONFIG):
+  return index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=str(stages["root"] / "store"),
+      hessian_dir=hessian_dir and str(hessian_dir),
+      output_dir=str(output_dir),
+      encoder_config=config,
+      kind="exact",
+    ),
+  )
+
+
+def test_an_index_records_the_fit_of_its_hessian(stages):
+  preconditioner, info = hessian_lib_core.load(str(stages["root"] / "hessian"))
+  recorded = stages["index"]["hessian"]
+  assert recorded == {k: v for k, v in info.items() if k != "fingerprint"}
+  assert recorded["preconditioner_digest"] == (
+    hessian_lib_core.preconditioner_digest(preconditioner)
+  )
+  assert {"mix", "eigen_k", "spec", "block_sizes"} <= set(recorded)
+
+
+def test_an_index_without_a_hessian_records_none(stages, tiny_run, tmp_path):
+  config = dataclasses.replace(
+    CONFIG, hessian=hessian_lib_core.HessianSpec(kind="none")
+  )
+  info = _build_index(stages, None, tmp_path / "index", config)
+  assert info["hessian"] is None and info["hessian_dir"] is None
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  encoder, _ = retrieve_lib.load_method(loaded, str(tmp_path / "index"))
+  assert encoder.preconditioner is None
+
+
+def test_retrieval_refuses_a_hessian_refitted_after_the_index(
+  stages, tiny_run, tmp_path
+):
+  hessian_dir = _copy_hessian(stages, tmp_path / "hessian")
+  index_dir = tmp_path / "index"
+  built = _build_index(stages, hessian_dir, index_dir)
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  encoder, _ = retrieve_lib.load_method(loaded, str(index_dir))  # matches
+  assert encoder.preconditioner is not None
+  refit = dataclasses.replace(
+    CONFIG, hessian=dataclasses.replace(CONFIG.hessian, damping=1e-1)
+  )
+  info = hessian_lib.run_pipeline(
+    TestPipeline(),
+    options=hessian_lib.HessianOptions(
+      store_dir=str(stages["root"] / "store"),
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=str(hessian_dir),  # in place
+      encoder_config=refit,
+      batch_size=16,
+    ),
+  )
+  old = built["hessian"]["preconditioner_digest"]
+  new = info["preconditioner_digest"]
+  assert old != new
+  with pytest.raises(index_core.HessianMismatchError) as error:
+    retrieve_lib.load_method(loaded, str(index_dir))
+  message = str(error.value)
+  for part in (str(hessian_dir), str(index_dir), old, new, "refitted"):
+    assert part in message
+  assert isinstance(error.value, encoder_lib.FingerprintMismatchError)
+
+
+def test_a_hessian_json_without_a_digest_is_named(stages, tiny_run, tmp_path):
+  hessian_dir = _copy_hessian(stages, tmp_path / "hessian")
+  index_dir = tmp_path / "index"
+  _build_index(stages, hessian_dir, index_dir)
+  info = json.load(open(hessian_dir / "hessian.json"))
+  del info["preconditioner_digest"]
+  json.dump(info, open(hessian_dir / "hessian.json", "w"))
+  match = "records no preconditioner_digest"
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  with pytest.raises(index_core.HessianMismatchError, match=match):
+    retrieve_lib.load_method(loaded, str(index_dir))
+  with pytest.raises(index_core.HessianMismatchError, match=match):
+    _build_index(stages, hessian_dir, tmp_path / "other")
+
+
+def test_an_index_without_a_hessian_digest_is_named(stages, tiny_run, tmp_path):
+  index = index_core.Index.load(str(stages["root"] / "index"))
+  del index.info["hessian"]["preconditioner_digest"]
+  index.save(str(tmp_path / "index"))
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  with pytest.raises(
+    index_core.HessianMismatchError, match="records no digest.*rebuild"
+  ):
+    retrieve_lib.load_method(loaded, str(tmp_path / "index"))
+
+
+def test_a_worker_refuses_a_hessian_refitted_during_the_job(stages, tmp_path):
+  shard = index_lib.FinishShard(
+    index_lib.IndexOptions(
+      store_dir=str(stages["root"] / "store"),
+      hessian_dir=str(stages["root"] / "hessian"),
+      output_dir=str(tmp_path / "index"),
+      encoder_config=CONFIG,
+    ),
+    "0" * 16,
+  )
+  with pytest.raises(index_core.HessianMismatchError, match="0{16}"):
+    shard.setup()
