@@ -93,3 +93,29 @@ def random_batch(
     mask[0] = 0
     sequences.append((ids, mask))
   return data_lib.pad_batch(sequences, seq_len=seq_len)
+
+
+def assert_trees_close(actual, expected, *, rtol: float = 1e-5) -> None:
+  """Two pytrees of training state agree up to float32 reduction order.
+
+  Two runs of the same training steps on CPU threads are not promised to be
+  bit-identical (XLA may order a reduction differently in another
+  compilation or with another thread count): each float leaf must be within
+  `rtol` of its own largest magnitude, which a wrong step, batch or
+  optimizer state misses by far; integer leaves (the step) must be equal.
+  """
+  import jax
+  import numpy as np
+
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+
+  def check(a, e):
+    a, e = np.asarray(a), np.asarray(e)
+    assert a.shape == e.shape and a.dtype == e.dtype
+    if not np.issubdtype(e.dtype, np.floating):
+      np.testing.assert_array_equal(a, e)
+      return
+    scale = float(np.abs(e).max()) if e.size else 0.0
+    np.testing.assert_allclose(a, e, rtol=0, atol=rtol * scale)
+
+  jax.tree.map(check, actual, expected)

@@ -35,10 +35,12 @@ def _assert_trees_equal(actual, expected) -> None:
   jax.tree.map(np.testing.assert_array_equal, actual, expected)
 
 
-def _assert_statistics_equal(actual_state, expected_state, optimizer: str):
+def _assert_statistics_equal(
+  actual_state, expected_state, optimizer: str, *, compare=_assert_trees_equal
+):
   for name in STATISTICS[optimizer]:
     expected = _statistics(expected_state, name)
-    _assert_trees_equal(_statistics(actual_state, name), expected)
+    compare(_statistics(actual_state, name), expected)
     # After a few steps the statistics are not all zero, so the comparison
     # is not vacuous.
     assert max(float(np.abs(x).max()) for x in jax.tree.leaves(expected)) > 0
@@ -103,8 +105,14 @@ def test_trained_checkpoint_holds_the_optimizer_statistics(runs, optimizer):
   expected = _rerun(
     runs["corpus"], result.output_dir, loaded.model_config, optimizer
   )
-  _assert_statistics_equal(loaded.opt_state, expected.opt_state, optimizer)
-  _assert_trees_equal(jax.device_get(loaded.params), expected.params)
+  # A rerun of the steps, compiled again: equal up to reduction order.
+  _assert_statistics_equal(
+    loaded.opt_state,
+    expected.opt_state,
+    optimizer,
+    compare=helpers.assert_trees_close,
+  )
+  helpers.assert_trees_close(jax.device_get(loaded.params), expected.params)
 
 
 def _tokenizer() -> tokenizer_lib.Tokenizer:

@@ -12,12 +12,19 @@ def test_chunked_top_k_equals_brute_force():
   keys = rng.normal(size=(1000, 16)).astype(np.float32)
   queries = rng.normal(size=(7, 16)).astype(np.float32)
   result = scoring.top_k(queries, keys, k=5, chunk_size=64)
-  scores = queries @ keys.T
-  expected = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-  np.testing.assert_array_equal(result.indices, expected)
+  scores = queries.astype(np.float64) @ keys.T.astype(np.float64)
+  # Near-tied keys may come in either order (float32 sums in another
+  # order), so compare scores: the k best values, and each returned key's
+  # own score.
+  best = -np.sort(-scores, axis=1)[:, :5]
+  np.testing.assert_allclose(result.scores, best, rtol=0, atol=1e-4)
   np.testing.assert_allclose(
-    result.scores, np.take_along_axis(scores, expected, 1), rtol=1e-5
+    np.take_along_axis(scores, result.indices, 1),
+    result.scores,
+    rtol=0,
+    atol=1e-4,
   )
+  assert all(len(set(row)) == 5 for row in result.indices.tolist())
 
 
 def test_top_k_handles_small_key_sets_and_bad_shapes():

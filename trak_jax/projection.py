@@ -75,7 +75,7 @@ class ProjectionSpec:
   """
 
   kind: str = "kronecker"
-  dim: int = 65536
+  dim: int = 16384
   allocation: str = "energy"
   block_energy: tuple[tuple[str, float], ...] | None = None
   energy_sample: int = 256

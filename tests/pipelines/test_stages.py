@@ -9,6 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
 from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import hessian as hessian_lib_core
 from trak_jax import index as index_core
@@ -104,6 +105,44 @@ def test_index_finishes_encodings_and_measures_recall(stages):
   assert index.ids == sorted(store.ids)
 
 
+def _check_scann_against_exact(records, stages, tiny_run):
+  """ScaNN finds most of the exact top-10, with exact re-ranked scores.
+
+  Which near-tied neighbours ScaNN's quantised pass keeps (and their order)
+  is not guaranteed; its recall of the exact top-10 and the exactness of
+  the scores it re-ranks with are.
+  """
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  encoder, index = retrieve_lib.load_method(
+    loaded, str(stages["root"] / "index")
+  )
+  queries = data_lib.read_queries(tiny_run["queries"])
+  encoded = encoder_lib.encode_queries(
+    encoder,
+    loaded.tokenizer,
+    queries,
+    batch_size=16,
+    max_len=loaded.model_config.max_len,
+  )
+  features = dict(
+    zip([q.id for q in queries], np.asarray(encoded.features), strict=True)
+  )
+  row = {example_id: i for i, example_id in enumerate(index.ids)}
+  recalls = []
+  for record in records:
+    scann = record["results"]["trackstar"]["proponents"]
+    exact = record["results"]["exact"]["proponents"]
+    found = {p["id"] for p in scann} & {p["id"] for p in exact}
+    recalls.append(len(found) / len(exact))
+    scores = [p["score"] for p in scann]
+    assert scores == sorted(scores, reverse=True)
+    vectors = index.vectors[[row[p["id"]] for p in scann]]
+    np.testing.assert_allclose(
+      scores, vectors @ features[record["query_id"]], atol=1e-4
+    )
+  assert np.mean(recalls) >= 0.7
+
+
 def test_retrieve_writes_report_metrics_and_page(stages, tiny_run, tmp_path):
   out = tmp_path / "report"
   exact_dir = tmp_path / "exact"
@@ -145,10 +184,7 @@ def test_retrieve_writes_report_metrics_and_page(stages, tiny_run, tmp_path):
       for p in proponents:
         assert p["text"] == corpus[p["id"]]
         assert p["relevant"] == (p["id"] in record["relevant_ids"])
-    # ScaNN and exact search agree on these tiny indexes.
-    assert [p["id"] for p in record["results"]["trackstar"]["proponents"]] == [
-      p["id"] for p in record["results"]["exact"]["proponents"]
-    ]
+  _check_scann_against_exact(records, stages, tiny_run)
   rr = [r["results"]["trackstar"]["reciprocal_rank"] for r in records]
   assert summary["trackstar"]["mrr"]["mean"] == pytest.approx(np.mean(rr))
   metrics = json.load(open(out / "metrics.json"))
