@@ -12,6 +12,12 @@ r"""How much of the exact ranking each projection layout keeps.
    against exact ones, and the error of its inner products (RMS of
    projected − exact cosines, over all pairs).
 
+A layout is `allocation:d` or `allocation:d:basis`; the basis of the
+Kronecker sides is `random` (the encoder's, default), `pca` (each side the
+top eigenvectors of Σ G Gᵀ resp. Σ GᵀG over a corpus sample's unit-norm
+corrected gradients: a data-dependent truncation) or `half` (half the dims
+those eigenvectors, half Gaussian on their complement).
+
 Prints one JSON object; `--cache` keeps stage 1 between runs.
 """
 
@@ -45,6 +51,9 @@ _LAYOUTS = flags.DEFINE_list(
 )
 _CACHE = flags.DEFINE_string("cache", None, "npz file caching stage 1.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples per call.")
+_BASIS_SAMPLE = flags.DEFINE_integer(
+  "basis_sample", 256, "Corpus examples the pca/half bases are fitted on."
+)
 
 
 def _corpus_batches(loaded, corpus):
@@ -143,12 +152,70 @@ def compare(scores, exact, ids, queries):
   }
 
 
-def projected_scores(loaded, corpus, queries, spec, ids):
+def side_covariances(loaded, corpus):
+  """Per matrix, Σ G Gᵀ and Σ GᵀG over a seeded sample's unit-norm G."""
+  config = encoder_lib.preset(
+    "trackstar_no_hessian",
+    correction=_CORRECTION.value,
+    projection=projection_lib.ProjectionSpec(kind="none"),
+  )
+  config = encoder_lib.dataclasses.replace(config, normalize=False)
+  encoder = encoder_lib.from_checkpoint(loaded, config)
+  rng = np.random.default_rng(0)
+  size = min(_BASIS_SAMPLE.value, len(corpus))
+  sample = [corpus[i] for i in np.sort(rng.choice(len(corpus), size, False))]
+  left, right = {}, {}
+  for planned in _corpus_batches(loaded, sample)[1]:
+    phi = np.array(encoder.features(planned.batch).features)
+    phi = phi[: len(planned.rows)]
+    phi /= np.linalg.norm(phi, axis=1, keepdims=True)
+    for block in encoder.layout.blocks:
+      if block.path == projection_lib.VECTORS:
+        continue
+      grads = phi[:, block.offset : block.offset + block.size].reshape(
+        -1, *block.in_shape
+      )
+      left[block.path] = left.get(block.path, 0) + np.einsum(
+        "bij,bkj->ik", grads, grads
+      )
+      right[block.path] = right.get(block.path, 0) + np.einsum(
+        "bij,bik->jk", grads, grads
+      )
+  return left, right
+
+
+def data_bases(encoder, covariances, basis):
+  """The encoder's matrices with `pca` or `half` Kronecker sides."""
+  rng = np.random.default_rng(1)
+  sides = [dict(encoder.matrices.left), dict(encoder.matrices.right)]
+  for block in encoder.layout.blocks:
+    if block.path == projection_lib.VECTORS:
+      continue
+    for side, k in enumerate(block.out_shape):
+      cov = covariances[side][block.path]
+      if k >= cov.shape[0]:
+        continue  # kept whole (identity) either way
+      vectors = np.linalg.eigh(cov)[1][:, ::-1]
+      top = k if basis == "pca" else k // 2
+      rows = [vectors[:, :top].T]
+      if top < k:
+        gaussian = rng.standard_normal((k - top, cov.shape[0] - top))
+        rows.append(gaussian / np.sqrt(k - top) @ vectors[:, top:].T)
+      sides[side][block.path] = jax.numpy.asarray(
+        np.concatenate(rows), jax.numpy.float32
+      )
+  return projection_lib.Matrices(sides[0], sides[1], encoder.matrices.dense)
+
+
+def projected_scores(loaded, corpus, queries, spec, ids, bases=None):
   config = encoder_lib.preset(
     "trackstar_no_hessian", correction=_CORRECTION.value, projection=spec
   )
   start = time.perf_counter()
   encoder = encoder_lib.from_checkpoint(loaded, config)
+  if bases is not None:
+    covariances, basis = bases
+    encoder.matrices = data_bases(encoder, covariances, basis)
   query_side = encoder_lib.encode_queries(
     encoder,
     loaded.tokenizer,
@@ -206,8 +273,13 @@ def main(argv):
     },
     "layouts": {},
   }
+  covariances = None
   for item in _LAYOUTS.value:
-    allocation, dim = item.split(":")
+    allocation, dim, basis = (item.split(":") + ["random"])[:3]
+    if basis not in ("random", "pca", "half"):
+      raise app.UsageError(f"layout {item!r}: unknown basis {basis!r}")
+    if basis != "random" and covariances is None:
+      covariances = side_covariances(loaded, corpus)
     spec = projection_lib.ProjectionSpec(
       dim=int(dim),
       allocation=allocation,
@@ -217,7 +289,12 @@ def main(argv):
       ),
     )
     scores, encoder, seconds = projected_scores(
-      loaded, corpus, queries, spec, ids
+      loaded,
+      corpus,
+      queries,
+      spec,
+      ids,
+      bases=None if basis == "random" else (covariances, basis),
     )
     row = compare(scores, exact, ids, queries)
     row["seconds"] = seconds
