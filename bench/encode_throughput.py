@@ -131,7 +131,7 @@ def make_encoder(
     )
   return encoder_lib.TrackStarEncoder(
     params=state.params,
-    model_config=config,
+    apply_fn=model_lib.apply_fn(config),
     config=enc_config,
     correction=correction_lib.from_checkpoint(
       enc_config.correction, opt_state, state.params

@@ -48,10 +48,10 @@ import time
 import numpy as np
 from absl import app, flags
 
+from trak_jax import capture, partitioning
 from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import gradients, partitioning
 from trak_jax import model as model_lib
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import projection as projection_lib
@@ -93,7 +93,7 @@ def make_encoder(kind, config, params, opt_state, mesh, *, chunk_size):
   )
   return encoder_lib.TrackStarEncoder(
     params=params,
-    model_config=config,
+    apply_fn=model_lib.apply_fn(config),
     config=enc_config,
     correction=correction_lib.from_checkpoint(
       enc_config.correction, opt_state, params
@@ -155,8 +155,8 @@ def measure_width(width: int, mesh) -> dict:
     for kind, optimizer in (("adafactor", "adafactor"), ("adam", "adamw"))
   }
   params = states["adafactor"].params
-  flat = gradients.flat_params(params)
-  shapes = [flat[p].shape for p in gradients.matrix_paths(params)]
+  views = capture.matrix_views(model_lib.apply_fn(config), params)
+  shapes = list(views.values())
   widest = max(shapes, key=math.prod)
   trackstar = per_example(
     "adafactor", config, params, states["adafactor"].opt_state, mesh

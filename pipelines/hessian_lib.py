@@ -19,7 +19,6 @@ from apache_beam.metrics import Metrics
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import hessian as hessian_lib
-from trak_jax import projection as projection_lib
 from trak_jax import store as store_lib
 
 NAMESPACE = "trak_jax.hessian"
@@ -139,12 +138,10 @@ def block_sizes_for(
   """R's diagonal blocks: one, or the projection layout's, each small enough
   for `train_examples` (see `hessian.block_sizes`)."""
   from trak_jax import checkpoint as checkpoint_lib
-  from trak_jax import model as model_lib
 
   header = checkpoint_lib.read_header(options.checkpoint)
-  layout = projection_lib.make_layout(
-    options.encoder_config.projection,
-    model_lib.abstract_params(header.model_config),
+  layout = encoder_lib.model_layout(
+    header.model_config, options.encoder_config.projection
   )
   return hessian_lib.block_sizes(
     store.dim,

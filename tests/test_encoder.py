@@ -54,7 +54,7 @@ def make_encoder(
   mesh = mesh or jax.tree.leaves(state.params)[0].sharding.mesh
   return encoder_lib.TrackStarEncoder(
     params=state.params,
-    model_config=model_config,
+    apply_fn=model_lib.apply_fn(model_config),
     config=config,
     correction=fix,
     checkpoint_digest="digest",
@@ -66,7 +66,7 @@ def brute_force_features(encoder, batch):
   """P (g ⊘ sqrt(V)) from whole `jax.grad` gradients, block by block."""
   grad_fn = jax.jit(gradients.per_example_grads, static_argnums=0)
   grads = gradients.flat_params(
-    grad_fn(encoder.model, encoder.params, batch.token_ids, batch.loss_mask)
+    grad_fn(encoder.apply_fn, encoder.params, batch.token_ids, batch.loss_mask)
   )
   size = batch.token_ids.shape[0]
   spec, mats = encoder.config.projection, encoder.matrices
@@ -106,9 +106,10 @@ def assert_close(actual, expected, rtol=2e-4):
 
 def test_per_example_grads_equal_a_loop_of_grad(adafactor_state):
   model = model_lib.Transformer(helpers.TINY_MODEL)
+  apply_fn = model_lib.apply_fn(helpers.TINY_MODEL)
   batch = helpers.random_batch(batch_size=4)
   vmapped = gradients.per_example_grads(
-    model, adafactor_state.params, batch.token_ids, batch.loss_mask
+    apply_fn, adafactor_state.params, batch.token_ids, batch.loss_mask
   )
   for i in range(4):
     single = jax.grad(
@@ -126,14 +127,14 @@ def test_per_example_grads_equal_a_loop_of_grad(adafactor_state):
 
 
 def test_factors_materialize_to_the_whole_gradient(adafactor_state):
-  model = model_lib.Transformer(helpers.TINY_MODEL)
+  apply_fn = model_lib.apply_fn(helpers.TINY_MODEL)
   params = adafactor_state.params
   batch = helpers.random_batch(batch_size=3)
-  factors = gradients.make_factor_fn(model, params)(
+  factors = gradients.make_factor_fn(apply_fn, params)(
     params, batch.token_ids, batch.loss_mask
   )
   whole = gradients.flat_params(
-    gradients.per_example_grads(model, params, batch.token_ids, batch.loss_mask)
+    gradients.per_example_grads(apply_fn, params, batch.token_ids, batch.loss_mask)
   )
   flat = gradients.flat_params(params)
   assert set(factors.matrices) | set(factors.vectors) == set(flat)
@@ -154,12 +155,12 @@ def test_kronecker_equals_explicit_projection(
   batch = helpers.random_batch(batch_size=5)
   fix = None
   if kind == "estimated":
-    model = model_lib.Transformer(helpers.TINY_MODEL)
+    apply_fn = model_lib.apply_fn(helpers.TINY_MODEL)
     sample = helpers.random_batch(seed=7, batch_size=6)
     fix = correction_lib.estimate(
       [
         gradients.per_example_grads(
-          model, state.params, sample.token_ids, sample.loss_mask
+          apply_fn, state.params, sample.token_ids, sample.loss_mask
         )
       ],
       state.params,
@@ -357,10 +358,9 @@ def test_vector_block_stays_small_as_d_grows():
   config = model_lib.ModelConfig(
     vocab_size=2048, d_model=128, num_layers=4, num_heads=4, d_ff=512
   )
-  params = model_lib.abstract_params(config)
   small, large = (
-    projection_lib.make_layout(
-      projection_lib.ProjectionSpec(allocation="equal", dim=dim), params
+    encoder_lib.model_layout(
+      config, projection_lib.ProjectionSpec(allocation="equal", dim=dim)
     )
     for dim in (4096, 65536)
   )

@@ -1,4 +1,4 @@
-"""The transformer: causality, logical axes, per-token records, losses."""
+"""The transformer: causality, logical axes, losses."""
 
 import flax.linen as nn
 import jax
@@ -60,8 +60,10 @@ def test_every_parameter_has_logical_axis_names(model):
   kernels = {
     p: tuple(s) for p, s in specs.items() if p[-1] in ("kernel", "embedding")
   }
-  # Two blocks of query, key, value, out, wi, wo, plus the tied embedding.
-  assert len(kernels) == 2 * 6 + 1
+  # Two blocks of query, key, value, out, wi, wo, the tied embedding and
+  # the positions.
+  assert len(kernels) == 2 * 6 + 2
+  assert kernels["positions", "embedding"] == ("length", "embed")
   assert kernels["embed", "embedding"] == ("vocab", "embed")
   assert kernels["block_0", "wi", "kernel"] == ("embed", "mlp")
   assert kernels["block_1", "wo", "kernel"] == ("mlp", "embed")
@@ -70,88 +72,6 @@ def test_every_parameter_has_logical_axis_names(model):
     "heads",
   )
   assert kernels["block_1", "attention", "out", "kernel"] == ("heads", "embed")
-
-
-def _records_and_grads(model, ids, mask):
-  """Per-token records and output gradients; the plain parameter gradients."""
-  variables = model.init(jax.random.key(1), ids)
-  params = nn.unbox(variables["params"])
-  zeros = variables["perturbations"]
-
-  def loss(perturbations):
-    logits, records = model.apply(
-      {"params": params, "perturbations": perturbations},
-      ids,
-      mutable=[model_lib.LAYER_INPUTS],
-    )
-    losses = model_lib.token_losses(logits, ids, mask)
-    return losses.sum(), records[model_lib.LAYER_INPUTS]
-
-  output_grads, inputs = jax.jit(jax.grad(loss, has_aux=True))(zeros)
-  # Brute force: `jax.grad` of the plain loss, no collections involved.
-  plain_loss = lambda p: model_lib.example_losses(model, p, ids, mask).sum()
-  param_grads = jax.jit(jax.grad(plain_loss))(params)
-  flat = traverse_util.flatten_dict
-  return flat(param_grads), flat(output_grads), flat(inputs), params
-
-
-def test_perturbation_records_give_the_dense_kernel_gradients(model):
-  ids = _random_ids(1, (1, 10))
-  mask = np.ones((1, 10), np.float32)
-  mask[0, 0] = 0.0
-  mask[0, 7:] = 0.0  # Partly masked: δ is then zero on those tokens.
-  param_grads, output_grads, inputs, _ = _records_and_grads(model, ids, mask)
-  kernels = [p for p in param_grads if p[-1] == "kernel"]
-  assert len(kernels) == 2 * 6
-  assert {p for p in output_grads if p[0] != "embed"} == set(kernels)
-  for path in kernels:
-    layer_input = inputs[path]  # [1, seq, in]
-    output_grad = output_grads[path]  # [1, seq, out]
-    # Σ_t a_t δ_tᵀ: [1, seq, in] x [1, seq, out] -> [in, out]
-    from_records = jnp.einsum("bti,bto->io", layer_input, output_grad)
-    assert from_records.shape == param_grads[path].shape
-    np.testing.assert_allclose(
-      from_records, param_grads[path], rtol=1e-4, atol=1e-7, err_msg=str(path)
-    )
-    assert np.abs(param_grads[path]).max() > 1e-6, path
-
-
-def test_perturbation_records_give_the_tied_embedding_gradient(model):
-  ids = _random_ids(2, (1, 10))
-  mask = np.ones((1, 10), np.float32)
-  mask[0, 0] = 0.0
-  param_grads, output_grads, inputs, _ = _records_and_grads(model, ids, mask)
-  lookup_ids = inputs["embed", "lookup"]  # [1, seq]
-  np.testing.assert_array_equal(lookup_ids, ids)
-  final_hidden = inputs["embed", "logits"]  # [1, seq, d_model]
-  onehot = jax.nn.one_hot(lookup_ids, CONFIG.vocab_size)  # [1, seq, vocab]
-  # [vocab, d_model]: rows of looked-up tokens, plus every output row.
-  from_lookup = jnp.einsum(
-    "btv,btd->vd", onehot, output_grads["embed", "lookup"]
-  )
-  from_logits = jnp.einsum(
-    "btv,btd->vd", output_grads["embed", "logits"], final_hidden
-  )
-  expected = param_grads["embed", "embedding"]
-  np.testing.assert_allclose(
-    from_lookup + from_logits, expected, rtol=1e-4, atol=1e-7
-  )
-  # Both paths matter: neither alone is the gradient.
-  assert np.abs(from_lookup).max() > 1e-5
-  assert np.abs(from_logits - expected).max() > 1e-5
-
-
-def test_without_collections_apply_is_plain(model):
-  ids = _random_ids(3, (2, 8))
-  variables = model.init(jax.random.key(2), ids)
-  params = nn.unbox(variables["params"])
-  plain = model.apply({"params": params}, ids)
-  perturbed = model.apply(
-    {"params": params, "perturbations": variables["perturbations"]}, ids
-  )
-  assert plain.shape == (2, 8, CONFIG.vocab_size)
-  assert plain.dtype == jnp.float32
-  np.testing.assert_allclose(perturbed, plain, rtol=1e-6, atol=1e-7)
 
 
 def _numpy_losses(logits, ids, mask) -> np.ndarray:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from trak_jax import encoder as encoder_lib
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
 
@@ -12,11 +13,13 @@ DEMO_SHAPE = model_lib.ModelConfig(
 )
 
 
+def layout_of(spec):
+  return encoder_lib.model_layout(DEMO_SHAPE, spec)
+
+
 def energies(params, weight):
   """Shares from `weight(name)`, normalised to sum to 1."""
-  layout = projection_lib.make_layout(
-    projection_lib.ProjectionSpec(allocation="equal"), params
-  )
+  layout = layout_of(projection_lib.ProjectionSpec(allocation="equal"))
   names = [projection_lib.block_name(b.path) for b in layout.blocks]
   total = sum(weight(n) for n in names)
   return tuple((n, weight(n) / total) for n in names)
@@ -28,7 +31,7 @@ def test_dims_follow_the_energy_and_are_capped_by_block_size():
   spec = projection_lib.ProjectionSpec(
     dim=16384, block_energy=energies(params, lambda n: weights.get(n, 1.0))
   )
-  layout = projection_lib.make_layout(spec, params)
+  layout = layout_of(spec)
   size = {projection_lib.block_name(b.path): b.size for b in layout.blocks}
   assert layout.dim <= 16384 and layout.dim > 0.97 * 16384
   # Twice the energy, about twice the dims (Kronecker rounding aside).
@@ -46,13 +49,13 @@ def test_a_small_block_with_much_energy_is_kept_whole():
   params = model_lib.abstract_params(DEMO_SHAPE)
   spec = projection_lib.ProjectionSpec(
     dim=65536,
-    block_energy=energies(params, lambda n: 50.0 if n == "positions" else 1),
+    block_energy=energies(params, lambda n: 50.0 if n == "positions/embedding" else 1),
   )
-  layout = projection_lib.make_layout(spec, params)
-  (positions,) = [b for b in layout.blocks if b.path == ("positions",)]
+  layout = layout_of(spec)
+  (positions,) = [b for b in layout.blocks if b.path == ("positions", "embedding")]
   assert positions.out_shape == positions.in_shape
   matrices = projection_lib.make_matrices(spec, layout)
-  eye = matrices.left[("positions",)]
+  eye = matrices.left[("positions", "embedding")]
   assert (eye == projection_lib.jnp.eye(eye.shape[0])).all()
 
 
@@ -63,9 +66,7 @@ def test_the_layout_is_reproducible_from_its_recorded_inputs():
   )
   again = projection_lib.ProjectionSpec.from_dict(spec.to_dict())
   assert again == spec
-  assert projection_lib.make_layout(
-    again, params
-  ) == projection_lib.make_layout(spec, params)
+  assert layout_of(again) == layout_of(spec)
 
 
 def test_energy_allocation_waits_for_measured_energies():
@@ -73,18 +74,16 @@ def test_energy_allocation_waits_for_measured_energies():
   spec = projection_lib.ProjectionSpec(dim=4096)
   assert spec.needs_energy
   with pytest.raises(projection_lib.MissingEnergyError, match="energies"):
-    projection_lib.make_layout(spec, params)
+    layout_of(spec)
   partial = projection_lib.ProjectionSpec(
     dim=4096, block_energy=(("embed/embedding", 1.0),)
   )
   with pytest.raises(ValueError, match="no share for blocks"):
-    projection_lib.make_layout(partial, params)
+    layout_of(partial)
 
 
 def test_equal_allocation_is_unchanged():
   params = model_lib.abstract_params(DEMO_SHAPE)
-  layout = projection_lib.make_layout(
-    projection_lib.ProjectionSpec(allocation="equal", dim=4096), params
-  )
+  layout = layout_of(projection_lib.ProjectionSpec(allocation="equal", dim=4096))
   assert layout.dim == 4096
   assert {b.out_shape for b in layout.blocks[:-1]} == {(8, 18)}

@@ -98,6 +98,19 @@ def _factored_axes(shape: tuple[int, ...]) -> tuple[int, int]:
   return int(order[-2]), int(order[-1])
 
 
+def _factored_scale(v_row, v_col, d1: int, d0: int, *, epsilon: float):
+  """(V + ε)^(-1/2) of an n-D weight from its factored statistics.
+
+  As optax: v_row (d0 reduced) divided by its mean along d1, expanded at
+  d0, times v_col (d1 reduced) expanded at d1, ε added to each factor.
+  """
+  reduced_d1 = d1 - 1 if d1 > d0 else d1
+  rows = v_row / jnp.mean(v_row, axis=reduced_d1, keepdims=True)
+  return jax.lax.rsqrt(jnp.expand_dims(rows, d0) + epsilon) * jax.lax.rsqrt(
+    jnp.expand_dims(v_col, d1) + epsilon
+  )
+
+
 def from_adafactor(
   opt_state: Any, params: Any, *, epsilon: float
 ) -> Correction:
@@ -111,15 +124,15 @@ def from_adafactor(
     if stats["v"][path].shape == param.shape:  # Adafactor did not factor it.
       correction[path] = Elementwise(jax.lax.rsqrt(stats["v"][path] + epsilon))
       continue
-    if param.ndim != 2:
-      raise ValueError(
-        f"factored statistics for {'/'.join(path)} of shape {param.shape}: "
-        "only matrices are supported"
-      )
     v_row, v_col = stats["v_row"][path], stats["v_col"][path]
+    d1, d0 = _factored_axes(param.shape)
+    if param.ndim != 2:
+      correction[path] = Elementwise(
+        _factored_scale(v_row, v_col, d1, d0, epsilon=epsilon)
+      )
+      continue
     # As optax reconstructs V: the statistic along axis d1 is v_row / mean,
     # the one along axis d0 is v_col.
-    d1, _ = _factored_axes(param.shape)
     along_d1 = jax.lax.rsqrt(v_row / jnp.mean(v_row) + epsilon)
     along_d0 = jax.lax.rsqrt(v_col + epsilon)
     rows, cols = (along_d1, along_d0) if d1 == 0 else (along_d0, along_d1)
@@ -177,6 +190,15 @@ def from_checkpoint(
   if spec.kind == "adafactor":
     return from_adafactor(opt_state, params, epsilon=spec.epsilon)
   raise ValueError("correction 'estimated' is built with `estimate`")
+
+
+def as_matrix(
+  correction: Elementwise | Factored | None, view: tuple[int, int]
+) -> Elementwise | Factored | None:
+  """A weight's correction for its gradient seen as the matrix `view`."""
+  if isinstance(correction, Elementwise):
+    return Elementwise(correction.scale.reshape(view))
+  return correction
 
 
 def apply_to_gradient(

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from trak_jax import capture, gradients, partitioning
 from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
-from trak_jax import gradients, partitioning
 from trak_jax import hessian as hessian_lib
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
@@ -149,11 +149,19 @@ def fingerprint_for_checkpoint(path: str, config: EncoderConfig) -> Fingerprint:
   from trak_jax import checkpoint as checkpoint_lib
 
   header = checkpoint_lib.read_header(path)
-  shapes = model_lib.abstract_params(header.model_config)
-  layout = projection_lib.make_layout(config.projection, shapes)
+  layout = model_layout(header.model_config, config.projection)
   return make_fingerprint(
     checkpoint_digest=header.digest, config=config, layout=layout
   )
+
+
+def model_layout(
+  model_config: model_lib.ModelConfig, spec: projection_lib.ProjectionSpec
+) -> projection_lib.Layout:
+  """The projection layout of the project's model, computing nothing."""
+  shapes = model_lib.abstract_params(model_config)
+  views = capture.matrix_views(model_lib.apply_fn(model_config), shapes)
+  return projection_lib.make_layout(spec, shapes, views)
 
 
 class TrackStarEncoder:
@@ -161,7 +169,8 @@ class TrackStarEncoder:
 
   Args:
     params: Model parameters (sharded on `mesh` as loaded).
-    model_config: The model's shape.
+    apply_fn: (params, token_ids [batch, seq]) -> logits [batch, seq,
+      vocab], any Flax model (`trak_jax.capture` finds its weights).
     config: The encoder's stages.
     correction: Per-parameter corrections (see `trak_jax.correction`).
     checkpoint_digest: Digest of the checkpoint, for the fingerprint.
@@ -173,7 +182,7 @@ class TrackStarEncoder:
     self,
     *,
     params: Any,
-    model_config: model_lib.ModelConfig,
+    apply_fn: capture.ApplyFn,
     config: EncoderConfig,
     correction: correction_lib.Correction,
     checkpoint_digest: str,
@@ -181,20 +190,100 @@ class TrackStarEncoder:
     preconditioner: hessian_lib.Preconditioner | None = None,
   ):
     self.params = params
-    self.model_config = model_config
+    self.apply_fn = apply_fn
     self.config = config
     self.mesh = mesh
-    self.model = model_lib.Transformer(model_config)
-    self.layout = projection_lib.make_layout(config.projection, params)
+    self.views = capture.matrix_views(apply_fn, params)
+    self.layout = projection_lib.make_layout(
+      config.projection, params, self.views
+    )
     self.matrices = projection_lib.make_matrices(config.projection, self.layout)
     self.correction = correction
     self.preconditioner = preconditioner
     self.fingerprint = make_fingerprint(
       checkpoint_digest=checkpoint_digest, config=config, layout=self.layout
     )
-    self._factor_fn = gradients.make_factor_fn(self.model, params)
+    self._factor_fn = gradients.make_factor_fn(apply_fn, params)
     self._features = self._compile(finalize=False)
     self._encode = self._compile(finalize=True)
+
+  @classmethod
+  def for_module(
+    cls,
+    module: Any,
+    params: Any,
+    *,
+    config: EncoderConfig,
+    opt_state: Any = None,
+    apply_fn: capture.ApplyFn | None = None,
+    mesh: Mesh | None = None,
+    estimation_batches: Any = None,
+    energy_batches: Any = None,
+    preconditioner: hessian_lib.Preconditioner | None = None,
+  ) -> "TrackStarEncoder":
+    """An encoder for any Flax linen causal LM, unchanged.
+
+    Its nn.Dense, nn.DenseGeneral and nn.Embed weights (lookups and `attend`
+    as a tied head) take the factored path; every other parameter is
+    differentiated whole (`trak_jax.capture`).
+
+    Args:
+      module: The `flax.linen.Module`; `module.apply({"params": params},
+        token_ids)` must give [batch, seq, vocab] next-token logits, unless
+        `apply_fn` says how.
+      params: Its parameters (the `params` collection, unboxed). Placed
+        arrays keep their sharding; others are replicated on `mesh`.
+      config: The encoder's stages; its correction reads `opt_state`.
+      opt_state: The optax state the model was trained with (Adam's `nu`,
+        Adafactor's `v_row`/`v_col`/`v`), for corrections "adam" and
+        "adafactor".
+      apply_fn: (params, token_ids) -> logits, if the module is called
+        another way.
+      mesh: The mesh (default: every device on the `data` axis).
+      estimation_batches: For correction "estimated": `data_lib.Batch`es
+        whose per-example gradients estimate V.
+      energy_batches: `data_lib.Batch`es measuring an energy layout.
+      preconditioner: R^(-1/2), if already fitted.
+
+    Raises:
+      correction.MissingOptimizerStateError: If `opt_state` lacks what the
+        correction needs.
+    """
+    if apply_fn is None:
+      apply_fn = lambda p, ids: module.apply({"params": p}, ids)  # noqa: E731
+    if mesh is None:
+      mesh = partitioning.make_mesh()
+    params = jax.tree.map(
+      lambda x: (
+        x
+        if isinstance(getattr(x, "sharding", None), jax.sharding.NamedSharding)
+        else jax.device_put(x, partitioning.replicated(mesh))
+      ),
+      params,
+    )
+    fix = _correction(
+      config.correction, opt_state, params, apply_fn, estimation_batches
+    )
+    digest = params_digest(params)
+    if config.projection.needs_energy and energy_batches is not None:
+      probe = cls(
+        params=params,
+        apply_fn=apply_fn,
+        config=_probe_config(config),
+        correction=fix,
+        checkpoint_digest=digest,
+        mesh=mesh,
+      )
+      config = with_block_energy(config, _shares(probe, energy_batches))
+    return cls(
+      params=params,
+      apply_fn=apply_fn,
+      config=config,
+      correction=fix,
+      checkpoint_digest=digest,
+      mesh=mesh,
+      preconditioner=preconditioner,
+    )
 
   @property
   def dim(self) -> int:
@@ -206,7 +295,7 @@ class TrackStarEncoder:
     """The same encoder with another R^(-1/2) (shares nothing mutable)."""
     return TrackStarEncoder(
       params=self.params,
-      model_config=self.model_config,
+      apply_fn=self.apply_fn,
       config=self.config,
       correction=self.correction,
       checkpoint_digest=self.fingerprint.checkpoint_digest,
@@ -276,7 +365,6 @@ class TrackStarEncoder:
   def _phi(self, params, matrices, correction, batch):
     """[batch, d] corrected, projected gradients, and [batch] losses."""
     factors = self._factor_fn(params, batch.token_ids, batch.loss_mask)
-    flat = gradients.flat_params(params)
     spec = self.config.projection
     pieces = []
     for block in self.layout.blocks:
@@ -294,9 +382,7 @@ class TrackStarEncoder:
           )
         )
       else:
-        pieces.append(
-          self._materialized(block, terms, fix, matrices, flat[block.path])
-        )
+        pieces.append(self._materialized(block, terms, fix, matrices))
     if self.layout.vector_paths:
       vectors = jnp.concatenate(
         [
@@ -310,12 +396,13 @@ class TrackStarEncoder:
       pieces.append(projection_lib.project_vectors(spec, matrices, vectors))
     return jnp.concatenate(pieces, axis=-1), factors.losses
 
-  def _materialized(self, block, terms, fix, matrices, param):
+  def _materialized(self, block, terms, fix, matrices):
     """Forms ∇W per example, `chunk_size` at a time, then projects it."""
     spec = self.config.projection
+    fix = correction_lib.as_matrix(fix, block.in_shape)
 
     def one(example_terms):
-      grad = gradients.materialize(example_terms, param.shape)
+      grad = gradients.materialize(example_terms, block.in_shape)
       grad = correction_lib.apply_to_gradient(fix, grad)
       return projection_lib.project_matrix(spec, block, matrices, grad)
 
@@ -382,29 +469,38 @@ def from_checkpoint(
     )
   params = checkpoint.params
   mesh = jax.tree.leaves(params)[0].sharding.mesh
-  spec = config.correction
-  if spec.kind == "estimated":
-    if estimation_batches is None:
-      raise ValueError("correction 'estimated' needs estimation_batches")
-    model = model_lib.Transformer(checkpoint.model_config)
-    grad_fn = jax.jit(
-      lambda p, ids, mask: gradients.per_example_grads(model, p, ids, mask)
-    )
-    fix = correction_lib.estimate(
-      (grad_fn(params, b.token_ids, b.loss_mask) for b in estimation_batches),
-      params,
-      epsilon=spec.epsilon,
-    )
-  else:
-    fix = correction_lib.from_checkpoint(spec, checkpoint.opt_state, params)
+  apply_fn = model_lib.apply_fn(checkpoint.model_config)
+  fix = _correction(
+    config.correction,
+    checkpoint.opt_state,
+    params,
+    apply_fn,
+    estimation_batches,
+  )
   return TrackStarEncoder(
     params=params,
-    model_config=checkpoint.model_config,
+    apply_fn=apply_fn,
     config=config,
     correction=fix,
     checkpoint_digest=checkpoint.digest,
     mesh=mesh,
     preconditioner=preconditioner,
+  )
+
+
+def _correction(spec, opt_state, params, apply_fn, estimation_batches):
+  """The correction of `spec`: from the optimizer state, or estimated."""
+  if spec.kind != "estimated":
+    return correction_lib.from_checkpoint(spec, opt_state, params)
+  if estimation_batches is None:
+    raise ValueError("correction 'estimated' needs estimation_batches")
+  grad_fn = jax.jit(
+    lambda p, ids, mask: gradients.per_example_grads(apply_fn, p, ids, mask)
+  )
+  return correction_lib.estimate(
+    (grad_fn(params, b.token_ids, b.loss_mask) for b in estimation_batches),
+    params,
+    epsilon=spec.epsilon,
   )
 
 
@@ -429,14 +525,21 @@ def block_shares(
   Raises:
     ValueError: If no row of `batches` counts.
   """
-  probe = dataclasses.replace(
+  return _shares(from_checkpoint(checkpoint, _probe_config(config)), batches)
+
+
+def _probe_config(config: EncoderConfig) -> EncoderConfig:
+  """`config` with the equal layout and no Hessian, to measure energies."""
+  return dataclasses.replace(
     config,
     projection=dataclasses.replace(
       config.projection, allocation="equal", block_energy=None
     ),
     hessian=dataclasses.replace(config.hessian, kind="none"),
   )
-  encoder = from_checkpoint(checkpoint, probe)
+
+
+def _shares(encoder: "TrackStarEncoder", batches: Any) -> dict[str, float]:
   totals, count = np.zeros(len(encoder.layout.blocks)), 0
   for batch in batches:
     out = host_features(encoder, batch)
@@ -457,6 +560,15 @@ def block_shares(
     projection_lib.block_name(b.path): float(t / count)
     for b, t in zip(encoder.layout.blocks, totals, strict=True)
   }
+
+
+def params_digest(params: Any) -> str:
+  """A digest of parameter values and paths (for models from outside)."""
+  digest = hashlib.sha256()
+  for path, value in sorted(gradients.flat_params(params).items()):
+    digest.update("/".join(path).encode())
+    digest.update(np.asarray(value).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def with_block_energy(

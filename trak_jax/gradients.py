@@ -5,11 +5,12 @@ per-example gradient is a sum of outer products (DESIGN.md section 1):
 
     ∇W = Σ_t a_t δ_tᵀ        a_t = x_t (input), δ_t = ∂L/∂y_t (output grad)
 
-`per_example_factors` returns those per-token factors for every matrix
-parameter (from the model's `layer_inputs` and `perturbations` records), and
-plain per-example gradients for the remaining (vector) parameters. Nothing of
-size m x n per example is formed: the backward pass differentiates the
-activations only, never the weights.
+`make_factor_fn` returns those per-token factors for every weight that
+`trak_jax.capture` finds used as a matrix (nn.Dense, nn.DenseGeneral,
+nn.Embed and its `attend`, in any Flax model), and plain per-example
+gradients for the remaining parameters (biases, norms, weights used any
+other way). Nothing of size m x n per example is formed: the backward pass
+differentiates the activations only, never the weights.
 
 Every matrix gradient is described by a list of `Term`s; a term is either
 dense (`left` is [seq, m]) or a gather (`left` is [seq] row ids, as for an
@@ -24,6 +25,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from trak_jax import capture
 from trak_jax import model as model_lib
 
 Path = tuple[str, ...]
@@ -53,103 +55,72 @@ def flat_params(params: Any) -> dict[Path, jax.Array]:
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
 
 
-def matrix_paths(params: Any) -> list[Path]:
-  """Parameters whose gradients the factor records cover (2-D weights)."""
-  return [
-    path
-    for path in flat_params(params)
-    if path[-1] in ("kernel", "embedding", "positions")
-  ]
-
-
-def _single_example_loss(model: model_lib.Transformer):
+def _single_example_loss(apply_fn: capture.ApplyFn):
   def loss_fn(params, token_ids, loss_mask):
-    losses = model_lib.example_losses(
-      model, params, token_ids[None], loss_mask[None]
-    )
-    return losses[0]
+    logits = apply_fn(params, token_ids[None])
+    return model_lib.token_losses(
+      logits, token_ids[None], loss_mask[None]
+    ).sum()
 
   return loss_fn
 
 
 def per_example_grads(
-  model: model_lib.Transformer, params: Any, token_ids, loss_mask
+  apply_fn: capture.ApplyFn, params: Any, token_ids, loss_mask
 ) -> Any:
   """Whole per-example gradients, a pytree with a leading [batch] axis.
 
   The brute-force reference for everything factored; use it on small models.
+
+  Args:
+    apply_fn: (params, token_ids [batch, seq]) -> logits.
+    params: The parameters.
+    token_ids: [batch, seq] int32.
+    loss_mask: [batch, seq] weights (`token_losses`).
   """
-  grad_fn = jax.grad(_single_example_loss(model))
+  grad_fn = jax.grad(_single_example_loss(apply_fn))
   return jax.vmap(grad_fn, in_axes=(None, 0, 0))(params, token_ids, loss_mask)
 
 
-def _terms(
-  path: Path,
-  inputs: dict[Path, jax.Array],
-  output_grads: dict[Path, jax.Array],
-  token_ids: jax.Array,
-) -> list[Term]:
-  """The terms of one matrix parameter from the records of one example."""
-  module, name = path[:-1], path[-1]
-  if name == "kernel":
-    return [Term(inputs[path][0], output_grads[path][0])]
-  if name == "embedding":
-    lookup, logits = module + ("lookup",), module + ("logits",)
-    return [
-      # Lookup: row id_t of E receives δ_t.
-      Term(inputs[lookup][0], output_grads[lookup][0]),
-      # Tied output layer: logits_t = E h_t, so ∇E += Σ_t δ_t h_tᵀ.
-      Term(output_grads[logits][0], inputs[logits][0]),
-    ]
-  if name == "positions":
-    # Row t of the position table is added to token t's embedding, so it
-    # receives the same output gradient as the token lookup.
-    lookup = ("embed", "lookup")
-    seq = token_ids.shape[0]
-    return [Term(jnp.arange(seq, dtype=jnp.int32), output_grads[lookup][0])]
-  raise ValueError(f"no factor records for parameter {'/'.join(path)}")
-
-
 def make_factor_fn(
-  model: model_lib.Transformer, params: Any
+  apply_fn: capture.ApplyFn, params: Any
 ) -> Callable[[Any, jax.Array, jax.Array], Factors]:
   """Returns `(params, token_ids, loss_mask) -> Factors` for a batch.
 
-  Matrix parameters are held constant, so the backward pass computes only
-  activation gradients (δ) and the vector parameters' gradients.
+  Every weight a capture covers (`trak_jax.capture`) is held constant and
+  described by its per-token terms; the backward pass computes only
+  activation gradients (δ) and the other parameters' whole gradients.
+
+  Args:
+    apply_fn: (params, token_ids [batch, seq]) -> logits, any Flax model.
+    params: The parameters (arrays or shapes), for the parameter structure.
   """
-  # A list, not a set: tracing in a fixed order gives the same program (and
-  # persistent compilation cache key) in every process, whatever the hash
-  # seed.
-  matrix_order = list(matrix_paths(params))
-  mats = set(matrix_order)
+  views = capture.matrix_views(apply_fn, params)
 
   def one_example(params, token_ids, loss_mask):
     flat = flat_params(params)
-    vectors = {p: v for p, v in flat.items() if p not in mats}
-    matrices = {p: v for p, v in flat.items() if p in mats}
-    shapes = jax.eval_shape(model.init, jax.random.key(0), token_ids[None])
-    zeros = jax.tree.map(
-      lambda s: jnp.zeros(s.shape, s.dtype), shapes[model_lib.PERTURBATIONS]
-    )
+    vectors = {p: v for p, v in flat.items() if p not in views}
+    matrices = {p: v for p, v in flat.items() if p in views}
+    ids = token_ids[None]
+    zeros, found = capture.zero_perturbations(apply_fn, params, ids)
 
     def loss_fn(vector_params, perturbations):
       merged = flax.traverse_util.unflatten_dict({**matrices, **vector_params})
-      logits, records = model.apply(
-        {"params": merged, model_lib.PERTURBATIONS: perturbations},
-        token_ids[None],
-        mutable=[model_lib.LAYER_INPUTS],
+      records = capture.apply_with_perturbations(
+        apply_fn, merged, ids, perturbations
       )
-      losses = model_lib.token_losses(logits, token_ids[None], loss_mask[None])
-      return losses.sum(), records[model_lib.LAYER_INPUTS]
+      losses = model_lib.token_losses(records.logits, ids, loss_mask[None])
+      return losses.sum(), records.inputs
 
-    (loss, records), (vector_grads, output_grads) = _value_and_grads(
+    (loss, inputs), (vector_grads, output_grads) = _value_and_grads(
       loss_fn, vectors, zeros
     )
-    inputs = flat_params(records)
-    output_grads = flat_params(output_grads)
     terms = {
-      p: _terms(p, inputs, output_grads, token_ids) for p in matrix_order
+      path: [
+        Term(*capture.site_terms(found[n], inputs[n], output_grads[n]))
+        for n in names
+      ]
+      for path, names in capture.names_by_param(found)
     }
     return terms, vector_grads, loss
 

@@ -5,19 +5,9 @@ embeddings. Every parameter carries logical axis names
 (`nn.with_logical_partitioning`), which `trak_jax.partitioning` maps to mesh
 axes.
 
-Every matrix multiply with a parameter records, for the TrackStar encoder, the
-per-token quantities its weight gradient is built from:
-
-- its input, sown into the `layer_inputs` collection (only when that
-  collection is mutable), and
-- a zero perturbation added to its output (`perturbations` collection, only
-  when that collection is passed in); the gradient with respect to it is the
-  per-token output gradient.
-
-A dense kernel's gradient is then `sum_t a_t δ_tᵀ` (inputs times output
-gradients, summed over tokens), which `trak_jax.gradients` projects without
-ever materialising it. Both records cost nothing in ordinary training, where
-neither collection is present.
+Every weight matrix is an `nn.Dense` or `nn.Embed` (tied: its `attend` gives
+the logits), so `trak_jax.capture` finds the per-token factors of their
+gradients from outside, as it does for any Flax model.
 """
 
 import dataclasses
@@ -26,9 +16,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-LAYER_INPUTS = "layer_inputs"
-PERTURBATIONS = "perturbations"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,74 +56,41 @@ class ModelConfig:
     return cls(**values)
 
 
-def _record_input(module: nn.Module, name: str, inputs: jax.Array) -> None:
-  """Sows `inputs` under `name`, keeping only the latest value."""
-  module.sow(
-    LAYER_INPUTS,
-    name,
-    inputs,
-    init_fn=lambda: None,
-    reduce_fn=lambda _, latest: latest,
+def _dense(
+  features: int,
+  kernel_axes: tuple[str, str],
+  *,
+  dtype: Any,
+  name: str,
+  use_bias: bool = True,
+) -> nn.Dense:
+  """`inputs @ kernel + bias` with a [in, out] kernel and logical axes."""
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=dtype,
+    kernel_init=nn.with_logical_partitioning(
+      nn.initializers.normal(stddev=0.02), kernel_axes
+    ),
+    bias_init=nn.with_logical_partitioning(
+      nn.initializers.zeros, kernel_axes[1:]
+    ),
+    name=name,
   )
 
 
-class Dense(nn.Module):
-  """`inputs @ kernel + bias` with a [in, out] kernel and its records."""
-
-  features: int
-  kernel_axes: tuple[str, str]
-  use_bias: bool = True
-  dtype: Any = jnp.float32
-  kernel_init: Any = nn.initializers.normal(stddev=0.02)
-
-  @nn.compact
-  def __call__(self, inputs: jax.Array) -> jax.Array:
-    kernel = self.param(
-      "kernel",
-      nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
-      (inputs.shape[-1], self.features),
-    )
-    _record_input(self, "kernel", inputs)
-    # [..., in] @ [in, out] -> [..., out]
-    outputs = inputs.astype(self.dtype) @ kernel.astype(self.dtype)
-    outputs = self.perturb("kernel", outputs)
-    if not self.use_bias:
-      return outputs
-    bias = self.param(
-      "bias",
-      nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[1:]),
-      (self.features,),
-    )
-    return outputs + bias.astype(self.dtype)
-
-
-class Embed(nn.Module):
-  """Token embedding, tied to the output logits."""
-
-  vocab_size: int
-  features: int
-  dtype: Any = jnp.float32
-
-  def setup(self):
-    self.embedding = self.param(
-      "embedding",
-      nn.with_logical_partitioning(
-        nn.initializers.normal(stddev=0.02), ("vocab", "embed")
-      ),
-      (self.vocab_size, self.features),
-    )
-
-  def __call__(self, token_ids: jax.Array) -> jax.Array:
-    _record_input(self, "lookup", token_ids)
-    # [batch, seq] -> [batch, seq, d_model]
-    embedded = jnp.take(self.embedding, token_ids, axis=0).astype(self.dtype)
-    return self.perturb("lookup", embedded)
-
-  def attend(self, hidden: jax.Array) -> jax.Array:
-    _record_input(self, "logits", hidden)
-    # [batch, seq, d_model] @ [d_model, vocab] -> [batch, seq, vocab]
-    logits = hidden.astype(self.dtype) @ self.embedding.T.astype(self.dtype)
-    return self.perturb("logits", logits)
+def _embed(
+  num: int, features: int, axes: tuple[str, str], *, stddev, dtype, name
+) -> nn.Embed:
+  return nn.Embed(
+    num,
+    features,
+    dtype=dtype,
+    embedding_init=nn.with_logical_partitioning(
+      nn.initializers.normal(stddev=stddev), axes
+    ),
+    name=name,
+  )
 
 
 def _layer_norm(name: str, epsilon: float) -> nn.LayerNorm:
@@ -163,7 +117,7 @@ class CausalSelfAttention(nn.Module):
     def project(name: str) -> jax.Array:
       # Softmax ignores a key bias (it shifts every score of a query
       # equally), so its gradient is zero; the key projection has none.
-      out = Dense(
+      out = _dense(
         cfg.d_model,
         ("embed", "heads"),
         use_bias=name != "key",
@@ -185,7 +139,7 @@ class CausalSelfAttention(nn.Module):
     attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(
       batch, seq, cfg.d_model
     )
-    return Dense(cfg.d_model, ("heads", "embed"), dtype=dtype, name="out")(
+    return _dense(cfg.d_model, ("heads", "embed"), dtype=dtype, name="out")(
       attended
     )
 
@@ -204,10 +158,10 @@ class Block(nn.Module):
       _layer_norm("attention_norm", eps)(hidden)
     )
     mlp_in = _layer_norm("mlp_norm", eps)(hidden)
-    mlp_hidden = Dense(cfg.d_ff, ("embed", "mlp"), dtype=dtype, name="wi")(
+    mlp_hidden = _dense(cfg.d_ff, ("embed", "mlp"), dtype=dtype, name="wi")(
       mlp_in
     )
-    mlp_out = Dense(cfg.d_model, ("mlp", "embed"), dtype=dtype, name="wo")(
+    mlp_out = _dense(cfg.d_model, ("mlp", "embed"), dtype=dtype, name="wo")(
       nn.gelu(mlp_hidden)
     )
     return hidden + mlp_out
@@ -230,23 +184,37 @@ class Transformer(nn.Module):
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, name="embed")
-    positions = self.param(
-      "positions",
-      nn.with_logical_partitioning(
-        nn.initializers.normal(stddev=0.01), ("length", "embed")
-      ),
-      (cfg.max_len, cfg.d_model),
+    embed = _embed(
+      cfg.vocab_size,
+      cfg.d_model,
+      ("vocab", "embed"),
+      stddev=0.02,
+      dtype=dtype,
+      name="embed",
+    )
+    positions = _embed(
+      cfg.max_len,
+      cfg.d_model,
+      ("length", "embed"),
+      stddev=0.01,
+      dtype=dtype,
+      name="positions",
     )
     seq = token_ids.shape[1]
     if seq > cfg.max_len:
       raise ValueError(f"sequence length {seq} exceeds max_len={cfg.max_len}")
     # [batch, seq, d_model] + [1, seq, d_model]
-    hidden = embed(token_ids) + positions[None, :seq].astype(dtype)
+    hidden = embed(token_ids) + positions(jnp.arange(seq)[None])
     for layer in range(cfg.num_layers):
       hidden = Block(cfg, name=f"block_{layer}")(hidden)
     hidden = _layer_norm("final_norm", cfg.layer_norm_epsilon)(hidden)
     return embed.attend(hidden).astype(jnp.float32)
+
+
+def apply_fn(config: ModelConfig):
+  """(params, token_ids [batch, seq]) -> float32 logits, for `config`."""
+  model = Transformer(config)
+  return lambda params, token_ids: model.apply({"params": params}, token_ids)
 
 
 def token_losses(

@@ -141,18 +141,27 @@ def block_name(path: gradients.Path) -> str:
   return "/".join(path)
 
 
-def make_layout(spec: ProjectionSpec, params) -> Layout:
+def make_layout(
+  spec: ProjectionSpec, params, views: dict[gradients.Path, tuple[int, int]]
+) -> Layout:
   """Splits d among parameters (see `ProjectionSpec.allocation`).
+
+  Args:
+    spec: The projection.
+    params: The parameters (arrays or shapes).
+    views: The weights whose gradients come as per-token factors, each as a
+      matrix (m, n) (`trak_jax.capture.matrix_views`); every other
+      parameter joins the vector block.
 
   Raises:
     ValueError: If d is too small to give every matrix one dimension.
     MissingEnergyError: If the allocation needs energies not yet measured.
   """
   flat = gradients.flat_params(params)
-  matrices = sorted(gradients.matrix_paths(params))
-  vector_paths = tuple(sorted(p for p in flat if p not in set(matrices)))
-  vector_size = sum(flat[p].size for p in vector_paths)
-  shapes = {p: tuple(flat[p].shape) for p in matrices}
+  matrices = sorted(views)
+  vector_paths = tuple(sorted(p for p in flat if p not in views))
+  vector_size = sum(math.prod(flat[p].shape) for p in vector_paths)
+  shapes = {p: tuple(views[p]) for p in matrices}
   if spec.kind == "none":
     out = {p: shapes[p] for p in matrices}
     vector_dim = vector_size

@@ -29,7 +29,7 @@ class _Tokenizer:
 
 def corrected_unit_grads(state, batch):
   grads = gradients.per_example_grads(
-    model_lib.Transformer(helpers.TINY_MODEL),
+    model_lib.apply_fn(helpers.TINY_MODEL),
     state.params,
     batch.token_ids,
     batch.loss_mask,
