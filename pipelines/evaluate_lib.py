@@ -5,13 +5,15 @@ For a checkpoint, a corpus and a query file (DESIGN.md section 5):
 1. encode the corpus with the Beam encode job, once per correction the
    methods need (none; the optimizer's);
 2. fit each Hessian the methods need (R_train; mixed R) with the Beam job;
-3. build an exact index per gradient method (and a ScaNN index for
-   TrackStar), and retrieve every query with every method in one job;
+3. build an exact index per gradient method and, for TrackStar, a ScaNN
+   index over the same store and Hessian (the row `trackstar_scann`), and
+   retrieve every query with every method in one job;
 4. add BM25 (queries = prompt + target) and, as a tail-patch reference, the
    ground-truth passages;
 5. score MRR, Recall@10, Precision@10 and tail-patch per method, with 95%
    bootstrap intervals, overall, per frequency bucket and by whether the
-   model answers the query;
+   model answers the query; for `trackstar_scann`, also the share of
+   TrackStar's exact-search top-10 that ScaNN finds;
 6. write results.json, results.md, plots and the side-by-side report.
 """
 
@@ -31,6 +33,7 @@ from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
 from trak_jax import hessian as hessian_core
+from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
 from trak_jax import store as store_lib
@@ -44,6 +47,10 @@ GRADIENT_METHODS = encoder_lib.PRESETS
 BM25 = "bm25"
 GROUND_TRUTH = "ground_truth"
 EXACT = "exact"
+TRACKSTAR = "trackstar"
+# TrackStar's store and Hessian, searched through ScaNN instead of exactly.
+SCANN = "trackstar_scann"
+RECALL_VS_EXACT_SEARCH = "recall@10_vs_exact_search"
 METRICS = (
   "mrr",
   "recall@10",
@@ -51,6 +58,7 @@ METRICS = (
   "tail_patch",
   "overlap@10_exact",
   "spearman_exact",
+  RECALL_VS_EXACT_SEARCH,
 )
 
 
@@ -79,6 +87,8 @@ class EvaluateOptions:
       model answers the query).
     exact_max_params: The exact reference row (whole gradients) runs for
       models up to this many parameters.
+    scann: When "trackstar" is among `methods`, also search its store and
+      Hessian through a ScaNN index (the row `trackstar_scann`).
   """
 
   corpus: str
@@ -97,6 +107,7 @@ class EvaluateOptions:
   pipeline_options: str = "--runner=DirectRunner"
   group_by: tuple[str, ...] = ("frequency_bucket",)
   exact_max_params: int = 20_000_000
+  scann: bool = True
 
 
 def checkpoint_correction(optimizer_name: str) -> str:
@@ -127,12 +138,24 @@ def _log(message: str) -> None:
   print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _build_index(make_pipeline, options: index_lib.IndexOptions) -> str:
+  _log(f"{options.kind} index {os.path.basename(options.output_dir)}")
+  index_lib.run_pipeline(make_pipeline(), options=options)
+  return options.output_dir
+
+
 def build_indexes(
   options: EvaluateOptions,
   configs: dict[str, encoder_lib.EncoderConfig],
   make_pipeline: Callable[[], Any],
 ) -> dict[str, str]:
-  """Runs encode, hessian and index jobs; returns method -> index dir."""
+  """Runs encode, hessian and index jobs; returns method -> index dir.
+
+  Every method gets an exact index; TrackStar also a ScaNN one over the same
+  store and Hessian (`SCANN`, right after it) unless `options.scann` is off.
+  ScaNN's settings are `index.ScannSpec`'s defaults: no partitioning tree,
+  so it also builds on stores too small to partition.
+  """
   out = options.output_dir
   stores = {}
   for config in configs.values():
@@ -174,17 +197,21 @@ def build_indexes(
           ),
         )
       hessian_dir = hessians[hkey]
-    indexes[name] = os.path.join(out, "indexes", name)
-    index_lib.run_pipeline(
-      make_pipeline(),
-      options=index_lib.IndexOptions(
-        store_dir=store_dir,
-        hessian_dir=hessian_dir,
-        output_dir=indexes[name],
-        encoder_config=config,
-        kind="exact",
-      ),
+    exact = index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=os.path.join(out, "indexes", name),
+      encoder_config=config,
+      kind="exact",
     )
+    indexes[name] = _build_index(make_pipeline, exact)
+    if name == TRACKSTAR and options.scann:
+      indexes[SCANN] = _build_index(
+        make_pipeline,
+        dataclasses.replace(
+          exact, output_dir=os.path.join(out, "indexes", SCANN), kind="scann"
+        ),
+      )
   return indexes
 
 
@@ -268,7 +295,7 @@ def per_query_metrics(
     values = metrics_lib.per_query(
       rankings, [r["relevant_ids"] for r in records], k=10
     )
-    values["tail_patch"] = tail[method]
+    values["tail_patch"] = tail.get(method, np.full(len(records), np.nan))
     table[method] = values
   return table
 
@@ -338,6 +365,8 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
       + " |"
     )
   lines += ["", f"Exact reference: {meta.get('exact')}.", ""]
+  if meta.get("scann"):
+    lines += [_scann_note(meta["scann"]), ""]
   for name, info in meta.get("hessians", {}).items():
     lines.append(
       f"- Hessian {name}: λ = {info['mix']:.3g} (k = {info['eigen_k']} of "
@@ -360,6 +389,27 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         + " |"
       )
   return "\n".join(lines) + "\n"
+
+
+def _scann_note(scann: dict[str, Any]) -> str:
+  settings = scann["settings"]
+  recall = scann["recall_at_10"]
+  tree = (
+    "no partitioning tree"
+    if settings["num_leaves"] <= 1
+    else f"{settings['num_leaves']} leaves, "
+    f"{settings['num_leaves_to_search']} searched per query"
+  )
+  return (
+    f"{SCANN}: {TRACKSTAR}'s store and Hessian searched through ScaNN "
+    f"({tree}; asymmetric hashing, {settings['dims_per_block']} dims per "
+    f"block; exact re-ordering of {settings['reorder_k']} candidates"
+    + ("" if recall is None else f"; index job's Recall@10 {recall:.3f}")
+    + f"). {RECALL_VS_EXACT_SEARCH}: the share of {TRACKSTAR}'s exact-search "
+    f"top-10 that its ScaNN top-10 contains (1.0 for {TRACKSTAR}, the "
+    "reference). ScaNN returns only its top 10, so it has no spearman_exact "
+    "(a whole-corpus ranking), and tail-patch skips it: – means not measured."
+  )
 
 
 def score_distribution(options, configs, indexes, loaded, queries, method):
@@ -417,7 +467,11 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   """Adds the exact reference's proponents to each record; returns, per
   gradient method, its per-query top-10 overlap with the exact ranking and
   the Spearman correlation of its scores with the exact ones, and a note
-  if the exact reference could not run."""
+  if the exact reference could not run.
+
+  ScaNN (`SCANN`) returns only its top k: its overlap comes from the
+  proponents it retrieved; a Spearman correlation over the whole corpus is
+  not defined for it, so it has none."""
   correction = options.correction or checkpoint_correction(
     loaded.optimizer_config.name
   )
@@ -458,12 +512,70 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   agreement = {EXACT: _agreement(exact.scores, exact.scores, top, top)}
   column = {example_id: j for j, example_id in enumerate(exact.ids)}
   for name, index_dir in indexes.items():
+    if name == SCANN:
+      agreement[name] = {"overlap@10_exact": _retrieved_overlap(records, top)}
+      continue
     scores, ids = method_scores(loaded, index_dir, ordered, options)
     aligned = np.zeros_like(exact.scores)
     aligned[:, [column[i] for i in ids]] = scores
     mine = exact_lib.top_k(aligned, exact.ids, k=options.k)
     agreement[name] = _agreement(aligned, exact.scores, mine, top)
   return agreement, None
+
+
+def _retrieved_overlap(records, exact_ranked) -> np.ndarray:
+  return np.array(
+    [
+      exact_lib.overlap_at_k(_ranked(record, SCANN), exact[0], k=10)
+      for record, exact in zip(records, exact_ranked, strict=True)
+    ]
+  )
+
+
+def _ranked(record: dict, method: str) -> list[str]:
+  return [p["id"] for p in record["results"][method]["proponents"]]
+
+
+def recall_vs_exact_search(
+  found: Sequence[str], exact: Sequence[str], *, k: int = 10
+) -> float:
+  """The share of exact search's top k that an approximate top k contains
+  (NaN if exact search found nothing)."""
+  reference = set(exact[:k])
+  if not reference:
+    return float("nan")
+  return len(set(found[:k]) & reference) / len(reference)
+
+
+def scann_recall(records: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+  """Per query, the share of TrackStar's exact-search top 10 found by its
+  ScaNN top 10 (`SCANN`), and by itself (1.0: the reference row)."""
+  return {
+    method: {
+      RECALL_VS_EXACT_SEARCH: np.array(
+        [
+          recall_vs_exact_search(
+            _ranked(record, method), _ranked(record, TRACKSTAR)
+          )
+          for record in records
+        ]
+      )
+    }
+    for method in (TRACKSTAR, SCANN)
+  }
+
+
+def scann_summary(indexes: dict[str, str]) -> dict[str, Any] | None:
+  """ScaNN's settings and its index job's Recall@10 (stored examples as
+  queries), from index.json; None without a ScaNN index."""
+  if SCANN not in indexes:
+    return None
+  with files.open(os.path.join(indexes[SCANN], index_core.INFO)) as f:
+    info = json.load(f)
+  return {
+    "settings": info["scann"],
+    "recall_at_10": (info.get("recall_at_10") or {}).get("recall"),
+  }
 
 
 def _agreement(scores, exact, ranked, exact_ranked) -> dict[str, np.ndarray]:
@@ -534,7 +646,7 @@ def run_evaluation(
   }
   _log("BM25")
   add_bm25(records, corpus, queries, k=options.k)
-  methods = [BM25, *options.methods]
+  methods = [BM25, *indexes]
   loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
   agreement, exact_note = add_exact(
     records, corpus, queries, loaded, options, configs, indexes
@@ -542,12 +654,14 @@ def run_evaluation(
   if exact_note is None:
     methods.append(EXACT)
   _log("tail-patch")
+  # ScaNN's proponents are nearly TrackStar's: tail-patch (the slow part)
+  # leaves them out, and results.md shows its tail_patch as not measured.
   tail, step_size = tail_patch(
     records,
     corpus,
     queries,
     loaded,
-    methods=methods,
+    methods=[m for m in methods if m != SCANN],
     limit=options.tailpatch_queries,
     step_size=options.tailpatch_step_size,
   )
@@ -555,6 +669,9 @@ def run_evaluation(
   table = per_query_metrics(records, methods, tail)
   for method, values in agreement.items():
     table[method].update(values)
+  if SCANN in indexes:
+    for method, values in scann_recall(records).items():
+      table[method].update(values)
   summary = summarize_groups(
     table, query_groups(records, queries, options.group_by)
   )
@@ -569,6 +686,7 @@ def run_evaluation(
     ).dim,
     "exact": exact_note or "whole corrected gradients, unit norm, no R",
     "hessians": hessian_summaries(options.output_dir),
+    "scann": scann_summary(indexes),
     "step_size": step_size,
     "step": "one step of the checkpoint's optimizer, its state restored",
     "model_accuracy": float(np.mean([r["correct"] for r in records])),
@@ -614,11 +732,13 @@ def evaluate(
   tailpatch_queries: int | None = None,
   hessian_mix: float | None = None,
   group_by: Sequence[str] = ("frequency_bucket",),
+  scann: bool = True,
 ) -> dict[str, Any]:
   """Runs the evaluation with default settings, prints the table.
 
   `dim` is d (None: the projection's default); `hessian_mix` is
-  TrackStar's λ (None: the k-th-eigenvalue rule).
+  TrackStar's λ (None: the k-th-eigenvalue rule); `scann` adds the row
+  `trackstar_scann` (TrackStar searched through ScaNN).
   """
   options = EvaluateOptions(
     corpus=corpus,
@@ -633,6 +753,7 @@ def evaluate(
     hessian=hessian_core.HessianSpec(mix=hessian_mix),
     tailpatch_queries=tailpatch_queries,
     group_by=tuple(group_by),
+    scann=scann,
   )
   results = run_evaluation(options, make_pipeline=make_pipeline)
   with files.open(os.path.join(output_dir, "results.md")) as f:

@@ -34,6 +34,12 @@ _MIX = flags.DEFINE_float(
 _TAILPATCH = flags.DEFINE_integer(
   "tailpatch_queries", None, "Queries scored by tail-patch (default all)."
 )
+_SCANN = flags.DEFINE_bool(
+  "scann",
+  True,
+  "Also search TrackStar's store and Hessian through ScaNN (the row "
+  "trackstar_scann); --noscann leaves it out.",
+)
 
 
 def train_if_needed(output_dir: str) -> str:
@@ -68,6 +74,7 @@ def main(argv):
     tailpatch_queries=_TAILPATCH.value,
     hessian_mix=_MIX.value,
     group_by=_GROUP_BY.value,
+    scann=_SCANN.value,
   )
   print(json.dumps({"seconds": results["meta"]["seconds"]}))
 

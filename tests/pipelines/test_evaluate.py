@@ -47,7 +47,13 @@ def test_evaluation_writes_every_output(evaluation):
     json.dumps(results)
   )
   table = (out / "results.md").read_text()
-  for method in ("bm25", "grad_dot", "trackstar", "ground_truth"):
+  for method in (
+    "bm25",
+    "grad_dot",
+    "trackstar",
+    "trackstar_scann",
+    "ground_truth",
+  ):
     assert f"| {method} |" in table
 
 
@@ -58,6 +64,7 @@ def test_summary_equals_the_report_records(evaluation, tiny_run):
     "bm25",
     "grad_dot",
     "trackstar",
+    "trackstar_scann",
     "exact",
   }
   for method in ("bm25", "trackstar"):
@@ -117,3 +124,46 @@ def test_bm25_finds_stating_passages_on_facts(evaluation):
   # that states the fact for most of them.
   assert results["summary"]["all"]["bm25"]["recall@10"]["mean"] > 0.8
   assert np.isfinite(results["meta"]["step_size"])
+
+
+def test_scann_row_finds_most_of_exact_search(evaluation):
+  out, results = evaluation
+  overall = results["summary"]["all"]
+  metric = evaluate_lib.RECALL_VS_EXACT_SEARCH
+  scann = overall[evaluate_lib.SCANN]
+  # ScaNN is approximate (quantised, then re-ordered): on the tiny corpus it
+  # finds most of exact search's top-10, as tests/pipelines/test_stages.py
+  # bounds it, but not necessarily in the same order.
+  assert 0.7 <= scann[metric]["mean"] <= 1.0
+  assert scann[metric]["n"] == results["meta"]["queries"]
+  assert overall["trackstar"][metric]["mean"] == pytest.approx(1.0)
+  assert 0.0 <= scann["mrr"]["mean"] <= 1.0
+  assert 0.0 <= scann["overlap@10_exact"]["mean"] <= 1.0
+  # Not measured for ScaNN: tail-patch and the whole-corpus Spearman.
+  assert scann["tail_patch"]["n"] == 0
+  assert "spearman_exact" not in scann
+  # The overall table comes first, then the per-group ones.
+  row = next(
+    line
+    for line in (out / "results.md").read_text().splitlines()
+    if line.startswith("| trackstar_scann |")
+  )
+  cells = [c.strip() for c in row.strip("|").split("|")][1:]
+  by_metric = dict(zip(evaluate_lib.METRICS, cells, strict=True))
+  assert by_metric["tail_patch"] == "–"
+  assert by_metric["spearman_exact"] == "–"
+  assert by_metric[metric].startswith(f"{scann[metric]['mean']:.3f}")
+  assert results["meta"]["scann"]["settings"]["reorder_k"] > 0
+
+
+def test_recall_vs_exact_search_on_hand_made_rankings():
+  recall = evaluate_lib.recall_vs_exact_search
+  exact = ["a", "b", "c", "d"]
+  assert recall(["d", "c", "b", "a"], exact) == 1.0  # order does not count
+  assert recall(["a", "x", "c", "y"], exact) == 0.5
+  assert recall(["x", "y"], exact) == 0.0
+  # Only the top k of each side: "c" is past k = 2 in the found list.
+  assert recall(["a", "x", "c"], exact, k=2) == 0.5
+  # An exact top-k shorter than k (a small index) is the denominator.
+  assert recall(["b", "a", "x"], ["a", "b"], k=3) == 1.0
+  assert np.isnan(recall(["a"], []))
