@@ -134,7 +134,9 @@ def test_factors_materialize_to_the_whole_gradient(adafactor_state):
     params, batch.token_ids, batch.loss_mask
   )
   whole = gradients.flat_params(
-    gradients.per_example_grads(apply_fn, params, batch.token_ids, batch.loss_mask)
+    gradients.per_example_grads(
+      apply_fn, params, batch.token_ids, batch.loss_mask
+    )
   )
   flat = gradients.flat_params(params)
   assert set(factors.matrices) | set(factors.vectors) == set(flat)

@@ -12,6 +12,8 @@ DEMO_SHAPE = model_lib.ModelConfig(
   vocab_size=2048, d_model=128, num_layers=4, num_heads=4, d_ff=512
 )
 
+POSITIONS = "positions/embedding"
+
 
 def layout_of(spec):
   return encoder_lib.model_layout(DEMO_SHAPE, spec)
@@ -49,13 +51,15 @@ def test_a_small_block_with_much_energy_is_kept_whole():
   params = model_lib.abstract_params(DEMO_SHAPE)
   spec = projection_lib.ProjectionSpec(
     dim=65536,
-    block_energy=energies(params, lambda n: 50.0 if n == "positions/embedding" else 1),
+    block_energy=energies(params, lambda n: 50.0 if n == POSITIONS else 1),
   )
   layout = layout_of(spec)
-  (positions,) = [b for b in layout.blocks if b.path == ("positions", "embedding")]
+  (positions,) = [
+    b for b in layout.blocks if b.path == tuple(POSITIONS.split("/"))
+  ]
   assert positions.out_shape == positions.in_shape
   matrices = projection_lib.make_matrices(spec, layout)
-  eye = matrices.left[("positions", "embedding")]
+  eye = matrices.left[tuple(POSITIONS.split("/"))]
   assert (eye == projection_lib.jnp.eye(eye.shape[0])).all()
 
 
@@ -70,7 +74,6 @@ def test_the_layout_is_reproducible_from_its_recorded_inputs():
 
 
 def test_energy_allocation_waits_for_measured_energies():
-  params = model_lib.abstract_params(DEMO_SHAPE)
   spec = projection_lib.ProjectionSpec(dim=4096)
   assert spec.needs_energy
   with pytest.raises(projection_lib.MissingEnergyError, match="energies"):
@@ -83,7 +86,8 @@ def test_energy_allocation_waits_for_measured_energies():
 
 
 def test_equal_allocation_is_unchanged():
-  params = model_lib.abstract_params(DEMO_SHAPE)
-  layout = layout_of(projection_lib.ProjectionSpec(allocation="equal", dim=4096))
+  layout = layout_of(
+    projection_lib.ProjectionSpec(allocation="equal", dim=4096)
+  )
   assert layout.dim == 4096
   assert {b.out_shape for b in layout.blocks[:-1]} == {(8, 18)}
