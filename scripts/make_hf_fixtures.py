@@ -10,8 +10,10 @@ plus `golden.npz`:
 - `grad/<hf tensor name>`: [batch, *tensor shape] float32, the per-example
   gradient of that loss with respect to a few tensors, in HF's layout.
 
-`llama_sharded/` holds the same weights as `llama/`, saved in shards with
-`model.safetensors.index.json` (its golden is `llama/golden.npz`).
+`gpt_neox_serial/` is GPT-NeoX without the parallel residual, with a
+quarter of each head rotating. `llama_sharded/` holds the same weights as
+`llama/`, saved in shards with `model.safetensors.index.json` (its golden is
+`llama/golden.npz`).
 
 Weights are redrawn with a larger spread than HF's init (N(0, 0.2) matrices,
 norm scales 1 + N(0, 0.1), biases N(0, 0.1)), so that a wrong layout moves
@@ -71,6 +73,20 @@ def _configs() -> dict[str, tuple[transformers.PretrainedConfig, list[str]]]:
         "gpt_neox.layers.0.attention.query_key_value.weight",
         "gpt_neox.layers.1.mlp.dense_4h_to_h.weight",
       ],
+    ),
+    "gpt_neox_serial": (
+      transformers.GPTNeoXConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        rotary_pct=0.25,
+        rotary_emb_base=20000,
+        use_parallel_residual=False,
+        max_position_embeddings=32,
+      ),
+      ["gpt_neox.layers.1.attention.query_key_value.bias"],
     ),
     "llama": (
       transformers.LlamaConfig(

@@ -11,6 +11,7 @@ import json
 import pathlib
 import shutil
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,7 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hf"
 CHECKPOINTS = {
   "gpt2": "gpt2",
   "gpt_neox": "gpt_neox",
+  "gpt_neox_serial": "gpt_neox_serial",
   "llama": "llama",
   "llama_sharded": "llama",
   "mistral": "mistral",
@@ -135,6 +137,41 @@ def test_params_carry_logical_axis_names():
   assert q_proj.names == ("embed", "heads")
   assert boxed["embed_tokens"]["embedding"].names == ("vocab", "embed")
   assert boxed["lm_head"]["kernel"].names == ("embed", "vocab")
+
+
+def test_every_weight_matrix_is_a_flax_dense_or_embed(imported):
+  # What a generic gradient capture (nn.intercept_methods over nn.Dense and
+  # nn.Embed) needs: every kernel and embedding is used through them.
+  _, model = imported
+  used = set()
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dense | nn.Embed):
+      used.add(context.module.path)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.module.apply({"params": model.params}, jnp.zeros((1, 4), jnp.int32))
+  matrices = {
+    tuple(key.key for key in path[:-1])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(model.params)
+    if leaf.ndim == 2
+  }
+  assert matrices and matrices <= used
+
+
+def test_bare_base_model_names_load(tmp_path):
+  # `GPT2Model.save_pretrained` writes "h.0...", not "transformer.h.0...".
+  directory = _copy("gpt2", tmp_path)
+  file = directory / "model.safetensors"
+  tensors = load_file(file)
+  save_file(
+    {k.removeprefix("transformer."): v for k, v in tensors.items()}, file
+  )
+  bare = hf.load(directory).params
+  jax.tree.map(
+    np.testing.assert_array_equal, bare, hf.load(FIXTURES / "gpt2").params
+  )
 
 
 # Broken checkpoints: each error names the file and the field or tensor.
