@@ -14,6 +14,7 @@ import shutil
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -255,3 +256,18 @@ def test_sequence_longer_than_sliding_window_is_refused(tmp_path):
   model = hf.load(directory)
   with pytest.raises(ValueError, match="sliding_window"):
     hf.logits(model.config, model.params, np.zeros((1, 5), np.int32))
+
+
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
+  directory = _copy("qwen2", tmp_path)
+  file = directory / "model.safetensors"
+  tensors = load_file(file)
+  save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}, file)
+  params = hf.load(directory).params
+  q_proj = params["layers_0"]["self_attn"]["q_proj"]["kernel"]
+  want = tensors["model.layers.0.self_attn.q_proj.weight"].T
+  assert q_proj.dtype == np.float32
+  np.testing.assert_array_equal(
+    q_proj, want.astype(ml_dtypes.bfloat16).astype(np.float32)
+  )
+  assert not np.array_equal(q_proj, want)
