@@ -26,6 +26,10 @@ INSTALL_REQUIRES = [
   "matplotlib>=3.8,<4",
   "tqdm>=4.66",
   "absl-py>=2.1",
+  # Hugging Face checkpoints (trak_jax.hf), read through its numpy API.
+  "safetensors>=0.4,<1",
+  # bfloat16 for numpy (safetensors' numpy API); jax depends on it too.
+  "ml_dtypes>=0.5",
   # tensorflow-datasets 4.9.10 uses it without declaring it.
   "importlib_resources>=6",
 ]

@@ -1,5 +1,7 @@
 """Capture from outside: any Flax LM's encodings against brute force."""
 
+import pathlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,13 +10,14 @@ import optax
 import pytest
 
 from tests import helpers
-from trak_jax import capture, gradients
+from trak_jax import capture, gradients, hf
 from trak_jax import correction as correction_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import hessian as hessian_lib
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
 
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hf"
 VOCAB, WIDTH, HEADS, HEAD_DIM, SEQ = 40, 16, 2, 8, 10
 # Only its vocabulary matters: random batches draw token ids below it.
 _SHAPE = model_lib.ModelConfig(vocab_size=VOCAB, d_model=WIDTH, num_heads=2)
@@ -211,3 +214,28 @@ def test_adafactor_scale_of_a_3d_kernel_is_what_optax_divides_by(custom):
   np.testing.assert_allclose(
     flat(updates)[path], flat(grads)[path] * scale, rtol=1e-4, atol=1e-9
   )
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gpt_neox"])
+def test_hugging_face_port_encodings_equal_brute_force(name):
+  model = hf.load(FIXTURES / name)
+  config = encoder_lib.EncoderConfig(
+    correction=correction_lib.CorrectionSpec(kind="none"),
+    projection=projection_lib.ProjectionSpec(allocation="equal", dim=1024),
+    hessian=hessian_lib.HessianSpec(kind="none"),
+    normalize=False,
+  )
+  encoder = encoder_lib.TrackStarEncoder.for_module(
+    model.module, model.params, config=config
+  )
+  # Every weight matrix of the port is captured; only vectors are left.
+  flat = gradients.flat_params(model.params)
+  assert all(flat[p].ndim == 1 for p in encoder.layout.vector_paths)
+  shape = model_lib.ModelConfig(vocab_size=model.config.vocab_size)
+  batch = helpers.random_batch(
+    seed=2, batch_size=8, seq_len=12, model_config=shape
+  )
+  got = np.asarray(encoder.features(batch).features)
+  expected = _brute_force(encoder, batch)
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * scale)

@@ -3,6 +3,7 @@
 The public API, re-exported so users write `trak_jax.TrackStarEncoder`.
 """
 
+from trak_jax import hf
 from trak_jax.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint
 from trak_jax.correction import CorrectionSpec, MissingOptimizerStateError
 from trak_jax.data import (
@@ -60,6 +61,7 @@ __all__ = [
   "Transformer",
   "encode_queries",
   "encoder_from_checkpoint",
+  "hf",
   "load_checkpoint",
   "make_mesh",
   "preset",
