@@ -647,11 +647,17 @@ def _near_miss_text(fact: _RawFact, rng: random.Random) -> str:
 
 def _filler_text(config: HeldoutFactsConfig, rng: random.Random) -> str:
   num_sentences = rng.randint(*config.filler_passage_sentences)
-  sentences = []
-  while len(sentences) < num_sentences:
+  sentences = [_world_sentence(rng)]
+  for _ in range(8 * num_sentences):
+    if len(sentences) == num_sentences:
+      break
     sentence = _world_sentence(rng)
-    if sentence.split(", ")[-1] not in " ".join(sentences):
-      sentences.append(sentence)  # No event twice in a passage.
+    parts = sentence.rstrip(".").split(", ")
+    # No time or event twice in a passage, and no passage too long.
+    if not any(part in " ".join(sentences) for part in parts) and _fits(
+      sentences, sentence, config.max_passage_chars
+    ):
+      sentences.append(sentence)
   return " ".join(sentences)
 
 
