@@ -4,10 +4,10 @@ FactBench (`factbench.py`) was the data the project's defaults were tuned on.
 This generator draws a fictional world instead, so those defaults can be
 checked on data nobody tuned them for: guilds, rivers, tribes, ships and
 composers whose names are built from syllables by a seeded RNG, eight
-relations none of which FactBench has, each stated in five styles
-(statement, dialogue, record line, question answered). Objects come from
+relations none of which FactBench has, each stated by five templates in four
+styles (statement, dialogue, record line, question answered). Objects come from
 pools of very different sizes (twelve metals, ten instruments, a few dozen
-towns, a hundred and more people). A fact is stated by 1 to ~20 passages, a
+towns, some 220 people). A fact is stated by 1 to ~20 passages, a
 Zipf-like count; a passage mixes 1 to 3 facts, preferring facts that share an
 entity, with fact-free sentences that name the same entities, and "near
 miss" passages name a queried fact's subject and object together without
@@ -440,7 +440,9 @@ def _words(rng: random.Random, count: int) -> list[str]:
   raise ValueError(f"Could not generate {count} distinct names.")
 
 
-def _entities(config: HeldoutFactsConfig, rng: random.Random) -> dict:
+def _entities(
+  config: HeldoutFactsConfig, rng: random.Random
+) -> dict[str, list[str]]:
   """Names of every kind of entity, by kind."""
   sizes = {
     "guild": config.num_guilds,
