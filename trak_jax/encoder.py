@@ -264,7 +264,9 @@ class TrackStarEncoder:
     fix = _correction(
       config.correction, opt_state, params, apply_fn, estimation_batches
     )
-    digest = params_digest(params)
+    from trak_jax import checkpoint as checkpoint_lib
+
+    digest = checkpoint_lib.params_digest(params)
     if config.projection.needs_energy and energy_batches is not None:
       probe = cls(
         params=params,
@@ -560,15 +562,6 @@ def _shares(encoder: "TrackStarEncoder", batches: Any) -> dict[str, float]:
     projection_lib.block_name(b.path): float(t / count)
     for b, t in zip(encoder.layout.blocks, totals, strict=True)
   }
-
-
-def params_digest(params: Any) -> str:
-  """A digest of parameter values and paths (for models from outside)."""
-  digest = hashlib.sha256()
-  for path, value in sorted(gradients.flat_params(params).items()):
-    digest.update("/".join(path).encode())
-    digest.update(np.asarray(value).tobytes())
-  return digest.hexdigest()[:16]
 
 
 def with_block_energy(
