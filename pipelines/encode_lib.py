@@ -31,6 +31,7 @@ import apache_beam as beam
 import jax
 from apache_beam.metrics import Metrics
 
+from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
@@ -448,6 +449,52 @@ def energy_sample(
   return sorted(examples, key=key)[:size]
 
 
+SECOND_MOMENTS = "second_moments.npz"  # an estimated V, beside the store
+
+
+def estimate_correction(options: EncodeOptions) -> EncodeOptions:
+  """`options` whose "estimated" correction has its saved V.
+
+  V is the mean squared per-example gradient over a seeded corpus sample
+  of `estimate_sample` examples, saved beside the store (`SECOND_MOMENTS`)
+  once; a rerun takes the saved one. Its digest enters the fingerprint, so
+  queries or a Hessian made with another V are refused by name.
+  """
+  spec = options.encoder_config.correction
+  if spec.kind != "estimated" or spec.estimate_path is not None:
+    return options
+  from trak_jax import checkpoint as checkpoint_lib
+  from trak_jax import partitioning
+
+  path = os.path.join(options.output_dir, SECOND_MOMENTS)
+  mesh = partitioning.make_mesh(devices=jax.local_devices()[:1])
+  loaded = checkpoint_lib.load_checkpoint(options.checkpoint, mesh=mesh)
+  if files.exists(path):
+    fix = correction_lib.load_estimate(
+      dataclasses.replace(spec, estimate_path=path), loaded.params
+    )
+    digest = correction_lib.estimate_digest(fix)
+  else:
+    sample = corpus_batches(
+      loaded.tokenizer,
+      energy_sample(
+        options.corpus,
+        size=spec.estimate_sample,
+        seed=options.encoder_config.projection.seed,
+      ),
+      options=options,
+      max_len=options.max_len or loaded.model_config.max_len,
+    )
+    fix = encoder_lib.estimated_correction(loaded, spec, sample)
+    files.makedirs(options.output_dir)
+    digest = correction_lib.save_estimate(fix, path)
+  spec = dataclasses.replace(spec, estimate_path=path, estimate_digest=digest)
+  return dataclasses.replace(
+    options,
+    encoder_config=dataclasses.replace(options.encoder_config, correction=spec),
+  )
+
+
 def measure_layout(options: EncodeOptions) -> EncodeOptions:
   """`options` whose projection layout has its block energies.
 
@@ -534,7 +581,7 @@ class EncodeCorpus(beam.PTransform):
     self._options = options
 
   def expand(self, sources):
-    opts = measure_layout(self._options)
+    opts = measure_layout(estimate_correction(self._options))
     fingerprint = encoder_lib.fingerprint_for_checkpoint(
       opts.checkpoint, opts.encoder_config
     )

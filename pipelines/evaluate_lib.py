@@ -29,6 +29,7 @@ import numpy as np
 
 from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
 from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
@@ -463,6 +464,12 @@ def method_scores(loaded, index_dir, queries, options) -> tuple:
   return encoded.features @ built.vectors.T, list(built.ids)
 
 
+def _index_correction(index_dir: str) -> correction_lib.CorrectionSpec:
+  with files.open(os.path.join(index_dir, index_core.INFO)) as f:
+    info = json.load(f)
+  return correction_lib.CorrectionSpec(**info["encoder_config"]["correction"])
+
+
 def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   """Adds the exact reference's proponents to each record; returns, per
   gradient method, its per-query top-10 overlap with the exact ranking and
@@ -475,6 +482,12 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   correction = options.correction or checkpoint_correction(
     loaded.optimizer_config.name
   )
+  if correction == "estimated":  # The V the stores saved and recorded.
+    correction = next(
+      recorded
+      for name in indexes
+      if (recorded := _index_correction(indexes[name])).kind == "estimated"
+    )
   by_id = {q.id: q for q in queries}
   ordered = [by_id[r["query_id"]] for r in records]
   _log("exact reference (whole gradients)")

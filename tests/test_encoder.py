@@ -161,8 +161,11 @@ def test_kronecker_equals_explicit_projection(
     sample = helpers.random_batch(seed=7, batch_size=6)
     fix = correction_lib.estimate(
       [
-        gradients.per_example_grads(
-          apply_fn, state.params, sample.token_ids, sample.loss_mask
+        (
+          gradients.per_example_grads(
+            apply_fn, state.params, sample.token_ids, sample.loss_mask
+          ),
+          6,
         )
       ],
       state.params,

@@ -19,6 +19,7 @@ the correction stays an exact product of the two.
 """
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from trak_jax import gradients
+from trak_jax import files, gradients
 
 KINDS = ("none", "adam", "adafactor", "estimated")
 
@@ -43,10 +44,19 @@ class CorrectionSpec:
   Attributes:
     kind: One of "none", "adam", "adafactor", "estimated".
     epsilon: ε in g / sqrt(V + ε).
+    estimate_sample: For "estimated": corpus examples V is estimated from
+      (a seeded sample; the encode job draws it).
+    estimate_path: For "estimated": the saved V (`save_estimate`), once
+      estimated; every job that encodes loads it from here.
+    estimate_digest: The digest of that V, recorded in every fingerprint
+      (the path is not: a moved store keeps its meaning).
   """
 
   kind: str = "adafactor"
   epsilon: float = 1e-12
+  estimate_sample: int = 256
+  estimate_path: str | None = None
+  estimate_digest: str | None = None
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -141,12 +151,14 @@ def from_adafactor(
 
 
 def estimate(
-  grad_batches: Iterable[Any], params: Any, *, epsilon: float
+  grad_batches: Iterable[tuple[Any, int]], params: Any, *, epsilon: float
 ) -> Correction:
   """Elementwise correction from the mean squared per-example gradient.
 
   Args:
-    grad_batches: Per-example gradient pytrees, each with a [batch] axis.
+    grad_batches: (per-example gradient pytree with a [batch] axis, number
+      of examples it holds) pairs; rows past that number (padding) must
+      have zero gradients, and are not counted.
     params: The parameters (for the structure).
     epsilon: ε.
 
@@ -157,10 +169,10 @@ def estimate(
     ValueError: If the sample is empty.
   """
   sums, count = None, 0
-  for grads in grad_batches:
+  for grads, examples in grad_batches:
     squares = jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
     sums = squares if sums is None else jax.tree.map(jnp.add, sums, squares)
-    count += jax.tree.leaves(grads)[0].shape[0]
+    count += examples
   if not count:
     raise ValueError("estimating V needs at least one example")
   mean = gradients.flat_params(jax.tree.map(lambda s: s / count, sums))
@@ -168,6 +180,66 @@ def estimate(
     path: Elementwise(jax.lax.rsqrt(mean[path] + epsilon))
     for path in gradients.flat_params(params)
   }
+
+
+class EstimateMismatchError(ValueError):
+  """A saved V is not the one a spec or store recorded."""
+
+
+def _estimate_arrays(correction: Correction) -> dict[str, np.ndarray]:
+  arrays = {}
+  for path, fix in sorted(correction.items()):
+    if not isinstance(fix, Elementwise):
+      raise ValueError(f"{'/'.join(path)}: only elementwise V is saved")
+    arrays["/".join(path)] = np.asarray(fix.scale, np.float32)
+  return arrays
+
+
+def estimate_digest(correction: Correction) -> str:
+  """sha256 over an estimated V's parameter paths, shapes and values."""
+  digest = hashlib.sha256()
+  for name, array in _estimate_arrays(correction).items():
+    digest.update(f"{name}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def save_estimate(correction: Correction, path: str) -> str:
+  """Writes an estimated V (as its (V + ε)^(-1/2)) atomically; its digest."""
+  arrays = _estimate_arrays(correction)
+  partial = f"{path}.partial"
+  files.save_npz(partial, **arrays)
+  files.replace(partial, path)
+  return estimate_digest(correction)
+
+
+def load_estimate(spec: CorrectionSpec, params: Any) -> Correction:
+  """The V that `spec.estimate_path` holds, checked against its digest.
+
+  Raises:
+    FileNotFoundError: If the file is missing.
+    EstimateMismatchError: If it is not the V `spec` recorded, or does not
+      fit `params`.
+  """
+  path = spec.estimate_path
+  with files.load_npz(path) as saved:
+    arrays = {name: saved[name] for name in saved.files}
+  correction = {}
+  for key, param in gradients.flat_params(params).items():
+    name = "/".join(key)
+    if name not in arrays or arrays[name].shape != param.shape:
+      raise EstimateMismatchError(
+        f"{path}: the saved V has no entry of shape {param.shape} for "
+        f"parameter {name}: it was estimated for another model"
+      )
+    correction[key] = Elementwise(jnp.asarray(arrays[name]))
+  digest = estimate_digest(correction)
+  if spec.estimate_digest is not None and digest != spec.estimate_digest:
+    raise EstimateMismatchError(
+      f"{path}: field 'estimate_digest' differs: the file holds V "
+      f"{digest}, the config recorded {spec.estimate_digest}"
+    )
+  return correction
 
 
 def identity(params: Any) -> Correction:
@@ -189,7 +261,12 @@ def from_checkpoint(
     return from_adam(opt_state, params, epsilon=spec.epsilon)
   if spec.kind == "adafactor":
     return from_adafactor(opt_state, params, epsilon=spec.epsilon)
-  raise ValueError("correction 'estimated' is built with `estimate`")
+  if spec.estimate_path is not None:
+    return load_estimate(spec, params)
+  raise ValueError(
+    "correction 'estimated' has no saved V yet: estimate it with `estimate` "
+    "(the encode job does, from a corpus sample) and give its path"
+  )
 
 
 def as_matrix(

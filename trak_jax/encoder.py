@@ -126,7 +126,14 @@ def make_fingerprint(
   """The fingerprint of φ made with `config` from a checkpoint."""
   return Fingerprint(
     checkpoint_digest=checkpoint_digest,
-    correction=json.dumps(dataclasses.asdict(config.correction)),
+    # Where a saved V lies is not what it means: its digest is.
+    correction=json.dumps(
+      {
+        k: v
+        for k, v in dataclasses.asdict(config.correction).items()
+        if k != "estimate_path"
+      }
+    ),
     projection=json.dumps(
       {
         **dataclasses.asdict(config.projection),
@@ -240,8 +247,8 @@ class TrackStarEncoder:
       apply_fn: (params, token_ids) -> logits, if the module is called
         another way.
       mesh: The mesh (default: every device on the `data` axis).
-      estimation_batches: For correction "estimated": `data_lib.Batch`es
-        whose per-example gradients estimate V.
+      estimation_batches: For correction "estimated" with no saved V:
+        `data_lib.Batch`es whose per-example gradients estimate V.
       energy_batches: `data_lib.Batch`es measuring an energy layout.
       preconditioner: R^(-1/2), if already fitted.
 
@@ -449,8 +456,9 @@ def from_checkpoint(
   Args:
     checkpoint: The loaded checkpoint; its mesh is the encoder's.
     config: The encoder's stages.
-    estimation_batches: For correction "estimated": an iterable of
-      `data_lib.Batch` whose per-example gradients estimate V.
+    estimation_batches: For correction "estimated" with no saved V
+      (`CorrectionSpec.estimate_path`): an iterable of `data_lib.Batch`
+      whose per-example gradients estimate V.
     energy_batches: For a projection layout that waits for measured block
       energies (`ProjectionSpec.allocation` "energy"): `data_lib.Batch`es of
       corpus examples to measure them on (`block_shares`).
@@ -492,17 +500,36 @@ def from_checkpoint(
 
 def _correction(spec, opt_state, params, apply_fn, estimation_batches):
   """The correction of `spec`: from the optimizer state, or estimated."""
-  if spec.kind != "estimated":
+  if spec.kind != "estimated" or estimation_batches is None:
+    # An estimated V without batches is the saved one (`estimate_path`).
     return correction_lib.from_checkpoint(spec, opt_state, params)
-  if estimation_batches is None:
-    raise ValueError("correction 'estimated' needs estimation_batches")
   grad_fn = jax.jit(
     lambda p, ids, mask: gradients.per_example_grads(apply_fn, p, ids, mask)
   )
+  # Padded rows (no loss tokens) have zero gradients and do not count.
   return correction_lib.estimate(
-    (grad_fn(params, b.token_ids, b.loss_mask) for b in estimation_batches),
+    (
+      (
+        grad_fn(params, b.token_ids, b.loss_mask),
+        int((np.asarray(b.loss_mask)[:, 1:].sum(-1) > 0).sum()),
+      )
+      for b in estimation_batches
+    ),
     params,
     epsilon=spec.epsilon,
+  )
+
+
+def estimated_correction(
+  checkpoint: Any, spec: correction_lib.CorrectionSpec, batches: Any
+) -> correction_lib.Correction:
+  """V estimated from `batches` of a checkpoint's per-example gradients."""
+  return _correction(
+    spec,
+    None,
+    checkpoint.params,
+    model_lib.apply_fn(checkpoint.model_config),
+    batches,
   )
 
 
@@ -595,24 +622,36 @@ def with_block_energy(
 def with_recorded_layout(
   config: EncoderConfig, recorded: dict[str, Any]
 ) -> EncoderConfig:
-  """`config` with the block energies a store or index recorded.
+  """`config` with what a store or index measured for it.
 
   A config whose projection still waits for measured energies takes them
-  from `recorded` (an `EncoderConfig.to_dict()` from a manifest); any other
-  config is returned as it is. A fingerprint check then compares the rest,
-  so a store made with another projection is still refused by name.
+  from `recorded` (an `EncoderConfig.to_dict()` from a manifest), and an
+  "estimated" correction with no saved V takes the store's; any other
+  setting is kept. A fingerprint check then compares the rest, so a store
+  made with another projection or V is still refused by name.
   """
-  if not config.projection.needs_energy:
-    return config
-  theirs = projection_lib.ProjectionSpec.from_dict(recorded["projection"])
-  if theirs.block_energy is None:
-    return config
-  return dataclasses.replace(
-    config,
-    projection=dataclasses.replace(
-      config.projection, block_energy=theirs.block_energy
-    ),
-  )
+  if config.projection.needs_energy:
+    theirs = projection_lib.ProjectionSpec.from_dict(recorded["projection"])
+    if theirs.block_energy is not None:
+      config = dataclasses.replace(
+        config,
+        projection=dataclasses.replace(
+          config.projection, block_energy=theirs.block_energy
+        ),
+      )
+  mine = config.correction
+  theirs = correction_lib.CorrectionSpec(**recorded["correction"])
+  if mine.kind == "estimated" and mine.estimate_path is None:
+    if theirs.kind == "estimated" and theirs.estimate_path is not None:
+      config = dataclasses.replace(
+        config,
+        correction=dataclasses.replace(
+          mine,
+          estimate_path=theirs.estimate_path,
+          estimate_digest=theirs.estimate_digest,
+        ),
+      )
+  return config
 
 
 def preset(

@@ -12,12 +12,14 @@ whole gradients is ever written. The result is the [queries, corpus] score
 matrix, small for an evaluation set.
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import projection as projection_lib
@@ -32,13 +34,23 @@ class TooLargeError(ValueError):
   """The model has more parameters than the exact reference is run for."""
 
 
-def exact_config(correction: str) -> encoder_lib.EncoderConfig:
-  """The encoder of the exact reference: whole corrected gradient, unit norm."""
-  return encoder_lib.preset(
+def exact_config(
+  correction: str | correction_lib.CorrectionSpec,
+) -> encoder_lib.EncoderConfig:
+  """The encoder of the exact reference: whole corrected gradient, unit norm.
+
+  `correction` is a kind, or a whole spec (e.g. an estimated V's, with the
+  path of the saved V).
+  """
+  spec = correction
+  if isinstance(spec, str):
+    spec = correction_lib.CorrectionSpec(kind=spec)
+  config = encoder_lib.preset(
     "trackstar_no_hessian",
-    correction=correction,
+    correction=spec.kind,
     projection=projection_lib.ProjectionSpec(kind="none"),
   )
+  return dataclasses.replace(config, correction=spec)
 
 
 def num_params(params: Any) -> int:
@@ -50,7 +62,7 @@ def num_params(params: Any) -> int:
 def exact_scores(
   loaded: Any,
   *,
-  correction: str,
+  correction: str | correction_lib.CorrectionSpec,
   corpus_batches: Sequence[tuple[Sequence[str], data_lib.Batch]],
   queries: Sequence[data_lib.Query],
   batch_size: int,
@@ -62,7 +74,8 @@ def exact_scores(
 
   Args:
     loaded: The loaded checkpoint.
-    correction: The correction ("adafactor", "adam", "none", ...).
+    correction: The correction: a kind ("adafactor", "adam", "none") or a
+      `CorrectionSpec` (an estimated V's, with its saved path).
     corpus_batches: (ids of the filled rows, padded batch) pairs.
     queries: The queries (loss on the target given the prompt).
     batch_size: Queries per encoder call.
