@@ -3,13 +3,20 @@
     store shards -> R^(-1/2) (if the config has a Hessian) -> normalise (if
     configured) -> ScaNN or exact index, with Recall@10 against exact search
 
+kind "exact": each store shard is finished and written as one index shard
+by one worker (`WriteIndexShard`), then index.json, last, records them: no
+process holds more than one shard. kind "scann" gathers every finished
+encoding into one process, which ScaNN's builder needs.
+
 DESIGN.md sections 1 and 4: preconditioning and normalisation happen here,
 per task; one corpus pass serves many tasks. index.json records the digest
 of the R^(-1/2) used, so retrieval refuses a Hessian refitted since.
 """
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 import jax
@@ -98,6 +105,7 @@ class FinishShard(beam.DoFn):
     self._options = options
     self._hessian_digest = hessian_digest
     self._rows = Metrics.counter(NAMESPACE, "examples_indexed")
+    self._shards = Metrics.counter(NAMESPACE, "index_shards_written")
 
   def setup(self):
     self._store = store_lib.EncodingStore(self._options.store_dir)
@@ -116,16 +124,55 @@ class FinishShard(beam.DoFn):
       lambda phi: encoder_lib.finish(phi, preconditioner, normalize=normalize)
     )
 
-  def process(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
-    records = list(self._store.shard_records(index))
-    size = self._options.batch_size
-    for start in range(0, len(records), size):
-      chunk = records[start : start + size]
+  def finished_batches(
+    self, index: int
+  ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, [batch, d] float32 finished encodings) of one store shard."""
+    records = self._store.shard_records(index)
+    while chunk := list(itertools.islice(records, self._options.batch_size)):
       phi = np.stack([r.vector for r in chunk]).astype(np.float32)
-      finished = np.asarray(self._finish(phi))
-      for record, row in zip(chunk, finished, strict=True):
-        self._rows.inc()
-        yield record.id, row
+      self._rows.inc(len(chunk))
+      yield [r.id for r in chunk], np.asarray(self._finish(phi))
+
+  def process(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
+    for ids, finished in self.finished_batches(index):
+      yield from zip(ids, finished, strict=True)
+
+
+class WriteIndexShard(FinishShard):
+  """Store shard index -> index.json entry of the index shard written.
+
+  The shard's finished encodings are kept in the store's dtype (float32 or
+  bfloat16); one store shard is all a worker holds.
+  """
+
+  def process(self, index: int) -> Iterator[dict[str, Any]]:
+    dtype = self._store.manifest["dtype"]
+    ids, blocks = [], [np.zeros((0, self._store.dim), np.dtype(dtype))]
+    for batch_ids, finished in self.finished_batches(index):
+      ids.extend(batch_ids)
+      blocks.append(finished.astype(np.dtype(dtype)))
+    entry = index_lib.write_shard(
+      self._options.output_dir,
+      index=index,
+      num_shards=self._store.num_shards,
+      ids=ids,
+      vectors=np.concatenate(blocks),
+      dtype=dtype,
+    )
+    self._shards.inc()
+    yield {"index": index, **entry}
+
+
+def _recorded(options: IndexOptions, store, hessian_record) -> dict:
+  """What index.json records of the store, encoder and Hessian."""
+  return {
+    "store_dir": options.store_dir,
+    "store_fingerprint": store.fingerprint.to_dict(),
+    "encoder_config": options.encoder_config.to_dict(),
+    "hessian_dir": options.hessian_dir,
+    "hessian": hessian_record,
+  }
 
 
 def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
@@ -142,16 +189,42 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
     kind=options.kind,
     spec=options.scann,
     recall_rows=np.sort(sample),
-    info={
-      "store_dir": options.store_dir,
-      "store_fingerprint": store.fingerprint.to_dict(),
-      "encoder_config": options.encoder_config.to_dict(),
-      "hessian_dir": options.hessian_dir,
-      "hessian": hessian_record,
-    },
+    info=_recorded(options, store, hessian_record),
   )
   index.save(options.output_dir)
   return index.info
+
+
+def write_sharded_info(
+  entries, *, options: IndexOptions, store, hessian_record
+) -> dict:
+  """Writes a sharded exact index's index.json, once every shard is written.
+
+  Raises:
+    index.IndexShardError: If a store shard has no index shard.
+  """
+  entries = sorted(entries, key=lambda e: e["index"])
+  if [e["index"] for e in entries] != list(range(store.num_shards)):
+    raise index_lib.IndexShardError(
+      f"index {options.output_dir}: shards "
+      f"{sorted(set(range(store.num_shards)) - {e['index'] for e in entries})}"
+      " were not written"
+    )
+  info = {
+    **_recorded(options, store, hessian_record),
+    "kind": "exact",
+    "layout": index_lib.SHARDED,
+    "size": sum(e["count"] for e in entries),
+    "scann": None,
+    "dtype": store.manifest["dtype"],
+    "dim": store.dim,
+    "shards": [
+      {"file": e["file"], "count": e["count"], "sha256": e["sha256"]}
+      for e in entries
+    ],
+  }
+  index_lib.write_info(options.output_dir, info)
+  return info
 
 
 def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
@@ -165,15 +238,27 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
   )
   _, record = load_preconditioner(options, store.fingerprint)
   digest = _digest(record)
-  _ = (
-    pipeline
-    | "Shards" >> beam.Create(list(range(store.num_shards)))
-    | "Finish" >> beam.ParDo(FinishShard(options, digest))
-    | "Collect" >> beam.combiners.ToList()
-    | "Build"
-    >> beam.Map(
-      _build_and_save, options=options, store=store, hessian_record=record
+  shards = pipeline | "Shards" >> beam.Create(list(range(store.num_shards)))
+  if options.kind == "exact":
+    _ = (
+      shards
+      | "Spread" >> beam.Reshuffle()
+      | "FinishAndWrite" >> beam.ParDo(WriteIndexShard(options, digest))
+      | "CollectShards" >> beam.combiners.ToList()
+      | "WriteInfo"
+      >> beam.Map(
+        write_sharded_info, options=options, store=store, hessian_record=record
+      )
     )
-  )
+  else:
+    _ = (
+      shards
+      | "Finish" >> beam.ParDo(FinishShard(options, digest))
+      | "Collect" >> beam.combiners.ToList()
+      | "Build"
+      >> beam.Map(
+        _build_and_save, options=options, store=store, hessian_record=record
+      )
+    )
   pipeline.run().wait_until_finish()
-  return index_lib.Index.load(options.output_dir).info
+  return index_lib.load_info(options.output_dir)

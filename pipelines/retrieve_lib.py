@@ -8,6 +8,12 @@
 Each index directory says which encoder config and Hessian it was built
 with, so one job can retrieve with several methods and show them side by
 side.
+
+A sharded exact index is never loaded whole: every index shard is a work
+item that scores all of its method's encoded queries (a side input) with
+exact top-k, and the partial top-k are merged per (query, method) by
+`MergeTopK`: the same ids and scores as exact search over the whole index.
+A ScaNN (or unsharded) index is loaded by each worker and searched there.
 """
 
 import dataclasses
@@ -53,32 +59,54 @@ class RetrieveOptions:
   batch_size: int = 32
 
 
-def load_method(loaded, index_dir: str):
-  """(finishing encoder, index) of one index directory.
+def load_encoder(loaded, index_dir: str):
+  """(finishing encoder, index.json) of one index directory.
+
+  Reads no vectors: what a sharded index's queries need.
 
   Raises:
+    FileNotFoundError: If `index_dir` holds no index.
     encoder.FingerprintMismatchError: If the index was built from another
       checkpoint or encoder than the query encoder.
     index.HessianMismatchError: If the index's Hessian was refitted after
       the index was built (queries would be finished with another R^(-1/2)).
   """
-  index = index_lib.Index.load(index_dir)
-  config = encoder_lib.EncoderConfig.from_dict(index.info["encoder_config"])
+  info = index_lib.load_info(index_dir)
+  config = encoder_lib.EncoderConfig.from_dict(info["encoder_config"])
   preconditioner = None
   if config.hessian.kind != "none":
-    preconditioner = index_lib.load_hessian(index.info, index_dir=index_dir)
+    preconditioner = index_lib.load_hessian(info, index_dir=index_dir)
   encoder = encoder_lib.from_checkpoint(
     loaded, config, preconditioner=preconditioner
   )
   encoder.fingerprint.check_matches(
-    encoder_lib.Fingerprint.from_dict(index.info["store_fingerprint"]),
+    encoder_lib.Fingerprint.from_dict(info["store_fingerprint"]),
     what=f"index {index_dir}",
   )
-  return encoder, index
+  return encoder, info
+
+
+def load_method(loaded, index_dir: str):
+  """(finishing encoder, index) of one index directory, loaded whole.
+
+  Raises:
+    As `load_encoder`, and index.IndexShardError naming a corrupted shard.
+  """
+  encoder, _ = load_encoder(loaded, index_dir)
+  return encoder, index_lib.Index.load(index_dir)
+
+
+ENCODED = "encoded"  # SearchQueries' output of query batches, sharded methods
 
 
 class SearchQueries(beam.DoFn):
-  """A batch of queries -> (query id, partial report record)."""
+  """A batch of queries -> (query id, partial report record).
+
+  Methods with a whole index are searched here (their proponents are in the
+  record's "ranked"); for each method with a sharded index, the batch's
+  finished encodings go to the ENCODED output as (method, query ids,
+  [batch, d] float32), to be scored shard by shard.
+  """
 
   def __init__(self, options: RetrieveOptions):
     self._options = options
@@ -88,12 +116,15 @@ class SearchQueries(beam.DoFn):
     from trak_jax import checkpoint as checkpoint_lib
 
     self._loaded = checkpoint_lib.load_checkpoint(self._options.checkpoint)
-    self._methods = {
-      name: load_method(self._loaded, index_dir)
-      for name, index_dir in self._options.indexes
-    }
+    self._methods = {}
+    for name, index_dir in self._options.indexes:
+      encoder, info = load_encoder(self._loaded, index_dir)
+      index = None
+      if not index_lib.is_sharded(info):
+        index = index_lib.Index.load(index_dir)
+      self._methods[name] = (encoder, index)
 
-  def process(self, queries) -> Iterator[tuple[str, dict[str, Any]]]:
+  def process(self, queries) -> Iterator[Any]:
     queries = list(queries)
     loaded = self._loaded
     answers = predict.answer_queries(
@@ -108,7 +139,12 @@ class SearchQueries(beam.DoFn):
         batch_size=self._options.batch_size,
         max_len=loaded.model_config.max_len,
       )
-      results[name] = index.search(encoded.features, k=self._options.k)
+      if index is None:
+        features = np.asarray(encoded.features, np.float32)
+        ids = [q.id for q in queries]
+        yield beam.pvalue.TaggedOutput(ENCODED, (name, ids, features))
+      else:
+        results[name] = index.search(encoded.features, k=self._options.k)
     for row, query in enumerate(queries):
       self._searched.inc()
       yield (
@@ -125,6 +161,119 @@ class SearchQueries(beam.DoFn):
           },
         },
       )
+
+
+class ScoreShard(beam.DoFn):
+  """(method, index dir, shard number) -> ((query id, method), partial top-k)
+  for every query of that method in the side input of encoded batches.
+
+  Holds one index shard at a time; an empty shard gives empty partials.
+  """
+
+  def __init__(self, k: int):
+    self._k = k
+    self._scored = Metrics.counter(NAMESPACE, "index_shards_scored")
+
+  def setup(self):
+    self._infos = {}
+
+  def process(
+    self, work: tuple[str, str, int], encoded_batches
+  ) -> Iterator[tuple[tuple[str, str], index_lib.Ranked]]:
+    method, index_dir, number = work
+    if index_dir not in self._infos:
+      self._infos[index_dir] = index_lib.load_info(index_dir)
+    shard = index_lib.read_shard(index_dir, self._infos[index_dir], number)
+    for name, query_ids, features in encoded_batches:
+      if name != method:
+        continue
+      partials = index_lib.search_shard(shard, features, k=self._k)
+      for query_id, partial in zip(query_ids, partials, strict=True):
+        yield (query_id, method), partial
+    self._scored.inc()
+
+
+class MergeTopK(beam.CombineFn):
+  """Partial top-k lists of one (query, method) -> its top-k.
+
+  Any grouping and order of the partials gives the same result
+  (`index.merge_top_k` orders by score, then id).
+  """
+
+  def __init__(self, k: int):
+    self._k = k
+
+  def create_accumulator(self) -> index_lib.Ranked:
+    return []
+
+  def add_input(self, accumulator, partial) -> index_lib.Ranked:
+    return index_lib.merge_top_k([accumulator, partial], k=self._k)
+
+  def merge_accumulators(self, accumulators) -> index_lib.Ranked:
+    return index_lib.merge_top_k(accumulators, k=self._k)
+
+  def extract_output(self, accumulator) -> index_lib.Ranked:
+    return accumulator
+
+
+def _with_sharded(element, *, methods: tuple[str, ...]):
+  """(query id, {partial, sharded}) -> (query id, partial record) whose
+  "ranked" holds every method, in the job's order."""
+  query_id, grouped = element
+  partial = list(grouped["partial"])[0]
+  ranked = {**partial["ranked"], **dict(grouped["sharded"])}
+  return query_id, {
+    **partial,
+    "ranked": {name: list(ranked.get(name, [])) for name in methods},
+  }
+
+
+def _shard_work(options: RetrieveOptions) -> list[tuple[str, str, int]] | None:
+  """(method, index dir, shard number) of every sharded index's shards, or
+  None if no index is sharded."""
+  work, sharded = [], False
+  for name, index_dir in options.indexes:
+    info = index_lib.load_info(index_dir)
+    if index_lib.is_sharded(info):
+      sharded = True
+      work.extend((name, index_dir, i) for i in range(len(info["shards"])))
+  return work if sharded else None
+
+
+def search(pipeline: beam.Pipeline, options: RetrieveOptions):
+  """Queries -> (query id, partial report record with every method's
+  ranked proponents); sharded indexes are scored shard by shard."""
+  queries = data_lib.read_queries(options.queries)
+  searched = (
+    pipeline
+    | "Queries" >> beam.Create(queries)
+    | "Batch"
+    >> beam.BatchElements(
+      min_batch_size=options.batch_size, max_batch_size=options.batch_size
+    )
+    | "Search"
+    >> beam.ParDo(SearchQueries(options)).with_outputs(ENCODED, main="partial")
+  )
+  work = _shard_work(options)
+  if work is None:
+    return searched.partial
+  sharded = (
+    pipeline
+    | "IndexShards" >> beam.Create(work)
+    | "Spread" >> beam.Reshuffle()
+    | "ScoreShards"
+    >> beam.ParDo(ScoreShard(options.k), beam.pvalue.AsIter(searched[ENCODED]))
+    | "MergeTopK" >> beam.CombinePerKey(MergeTopK(options.k))
+    | "ByQuery" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+  )
+  return (
+    {"partial": searched.partial, "sharded": sharded}
+    | "JoinShards" >> beam.CoGroupByKey()
+    | "AllMethods"
+    >> beam.Map(
+      _with_sharded, methods=tuple(name for name, _ in options.indexes)
+    )
+  )
 
 
 def assemble(partial: dict[str, Any], texts: dict[str, str]) -> dict:
@@ -217,16 +366,7 @@ def _texts_per_query(element):
 
 def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
   """Builds and runs the job; returns metrics.json's content."""
-  queries = data_lib.read_queries(options.queries)
-  searched = (
-    pipeline
-    | "Queries" >> beam.Create(queries)
-    | "Batch"
-    >> beam.BatchElements(
-      min_batch_size=options.batch_size, max_batch_size=options.batch_size
-    )
-    | "Search" >> beam.ParDo(SearchQueries(options))
-  )
+  searched = search(pipeline, options)
   needed = searched | "Needed" >> beam.FlatMap(
     lambda kv: [
       (example_id, kv[0])

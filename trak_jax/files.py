@@ -14,10 +14,13 @@ import builtins
 import contextlib
 import errno
 import glob as glob_lib
+import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -141,6 +144,30 @@ def replace(source: str, destination: str) -> None:
       lambda: _gfile().rename(source, destination, overwrite=True),
       path=source,
     )
+
+
+def temporary_name(path: str) -> str:
+  """A unique name beside `path` to write to, then `replace` onto it."""
+  # The pid alone is not unique on a shared bucket: workers on two hosts
+  # (a retry beside a straggler) can have the same one.
+  return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def sha256(path: str) -> str:
+  """The hex sha256 of a file's bytes, read in blocks."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes `value` as JSON to a temporary name, then renames it to `path`."""
+  temporary = temporary_name(path)
+  with open(temporary, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  replace(temporary, path)
 
 
 def isdir(path: str) -> bool:

@@ -11,6 +11,20 @@ An index directory holds:
                       hessian.json records of the fit, and the digest of
                       R^(-1/2)), and measured Recall@10 against exact search
 
+or, for a sharded exact index (index.json's `layout` is "sharded"; what the
+index job writes for kind "exact"), one file per store shard instead of
+ids.json and vectors.npy:
+
+    shard-SSSSS-of-NNNNN.npz  `ids` [n] (sorted) and `vectors` [n, d], the
+                              finished encodings in index.json's `dtype`
+                              (bfloat16 as its uint16 bits)
+    index.json                as above, plus `dtype`, `dim` and `shards`
+                              (file, count and sha256 of each), written last
+
+A sharded index is searched shard by shard (`search_shard`, then
+`merge_top_k`), so no process holds more than one shard; `Index.load` reads
+every shard, for callers that want the whole index in memory.
+
 Queries must be finished with the same R^(-1/2) as the index: `load_hessian`
 reloads the Hessian an index names and refuses one refitted since.
 
@@ -19,9 +33,13 @@ best candidates; scores are dot products (cosines, after normalisation).
 """
 
 import dataclasses
+import heapq
+import itertools
 import json
 import os
 import time
+import zipfile
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,6 +49,8 @@ from trak_jax import files, scoring
 from trak_jax import hessian as hessian_lib
 
 INFO = "index.json"
+SHARDED = "sharded"  # index.json's `layout` of a sharded exact index
+SHARD_PREFIX = "shard"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +219,165 @@ def _without_own_rows(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
   )
 
 
+class IndexShardError(ValueError):
+  """An index shard that cannot be used; the message names the file."""
+
+
+class IndexShard(NamedTuple):
+  ids: list[str]  # [n] example ids, sorted
+  vectors: np.ndarray  # [n, d] finished encodings, float32 or bfloat16
+
+
+# A partial or merged top-k of one query: (example id, score) pairs, best
+# first; equal scores are ordered by id.
+Ranked = list[tuple[str, float]]
+
+
+def shard_file_name(index: int, num_shards: int) -> str:
+  return f"{SHARD_PREFIX}-{index:05d}-of-{num_shards:05d}.npz"
+
+
+def _to_file(vectors: np.ndarray, dtype: str) -> np.ndarray:
+  # NumPy's .npy format has no bfloat16: store its bits.
+  vectors = np.asarray(vectors).astype(np.dtype(dtype))
+  return vectors.view(np.uint16) if dtype == "bfloat16" else vectors
+
+
+def _from_file(vectors: np.ndarray, dtype: str) -> np.ndarray:
+  if dtype == "bfloat16":
+    return vectors.view(np.dtype("bfloat16"))
+  return vectors.astype(np.dtype(dtype), copy=False)
+
+
+def write_shard(
+  directory: str,
+  *,
+  index: int,
+  num_shards: int,
+  ids: Sequence[str],
+  vectors: np.ndarray,
+  dtype: str,
+) -> dict[str, Any]:
+  """Writes one index shard atomically (temporary name, then rename).
+
+  Rows are written sorted by id, so that exact top-k, which keeps the lower
+  row of equal scores, breaks ties by id in every shard as in one index.
+
+  Args:
+    directory: The index directory.
+    index: The shard's number (that of the store shard it finishes).
+    num_shards: Shards in the index.
+    ids: [n] example ids.
+    vectors: [n, d] finished encodings.
+    dtype: "float32" or "bfloat16", the dtype written.
+
+  Returns:
+    The shard's entry in index.json: file name, count and sha256.
+  """
+  order = sorted(range(len(ids)), key=ids.__getitem__)
+  name = shard_file_name(index, num_shards)
+  final = os.path.join(directory, name)
+  temporary = files.temporary_name(final)
+  files.makedirs(directory)
+  files.save_npz(
+    temporary,
+    ids=np.asarray([ids[i] for i in order], dtype=str),
+    vectors=_to_file(np.asarray(vectors)[order], dtype),
+  )
+  files.replace(temporary, final)
+  return {"file": name, "count": len(ids), "sha256": files.sha256(final)}
+
+
+def read_shard(
+  directory: str, info: dict[str, Any], index: int, *, verify: bool = True
+) -> IndexShard:
+  """One shard of a sharded index.
+
+  Args:
+    directory: The index directory.
+    info: Its index.json.
+    index: The shard's number.
+    verify: Check the file's sha256 against index.json first.
+
+  Raises:
+    IndexShardError: Naming the shard file, if it is missing, corrupted
+      (checksum mismatch), unreadable, or holds another count of rows.
+  """
+  entry = info["shards"][index]
+  path = os.path.join(directory, entry["file"])
+  if not files.exists(path):
+    raise IndexShardError(f"index shard {path} is missing")
+  if verify and (actual := files.sha256(path)) != entry["sha256"]:
+    raise IndexShardError(
+      f"index shard {path} is corrupted: its sha256 is {actual}, {INFO} "
+      f"records {entry['sha256']}; rebuild the index"
+    )
+  try:
+    with files.load_npz(path) as arrays:
+      ids = [str(i) for i in arrays["ids"].tolist()]
+      vectors = _from_file(arrays["vectors"], info["dtype"])
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    message = f"index shard {path} is unreadable: {error}"
+    raise IndexShardError(message) from None
+  if len(ids) != entry["count"] or vectors.shape != (len(ids), info["dim"]):
+    raise IndexShardError(
+      f"index shard {path} holds {len(ids)} ids and vectors of shape "
+      f"{vectors.shape}; {INFO} records {entry['count']} of d={info['dim']}"
+    )
+  return IndexShard(ids=ids, vectors=vectors)
+
+
+def search_shard(
+  shard: IndexShard, queries: np.ndarray, *, k: int
+) -> list[Ranked]:
+  """Each query's partial top-k in one shard ([queries, d] finished).
+
+  Returns:
+    A `Ranked` list per query: at most k (id, score) pairs, best first.
+  """
+  if not shard.ids:
+    return [[] for _ in range(len(queries))]
+  found = scoring.top_k(np.asarray(queries, np.float32), shard.vectors, k=k)
+  return [
+    [(shard.ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
+    for rows, scores in zip(found.indices, found.scores, strict=True)
+  ]
+
+
+def merge_top_k(partials: Iterable[Ranked], *, k: int) -> Ranked:
+  """The k best of partial top-k lists of one query.
+
+  Scores descending, equal scores by id: a total order on distinct ids, so
+  any grouping and order of the partials merges to the same list, the one
+  exact search over the whole index gives.
+  """
+  pairs = ((str(i), float(s)) for i, s in itertools.chain(*partials))
+  return heapq.nsmallest(k, pairs, key=lambda pair: (-pair[1], pair[0]))
+
+
+def load_info(directory: str) -> dict[str, Any]:
+  """An index's index.json (no vectors are read).
+
+  Raises:
+    FileNotFoundError: If `directory` holds no index.
+  """
+  info_path = os.path.join(files.abspath(directory), INFO)
+  if not files.exists(info_path):
+    raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
+  with files.open(info_path) as f:
+    return json.load(f)
+
+
+def is_sharded(info: dict[str, Any]) -> bool:
+  """Whether index.json describes a sharded exact index."""
+  return info.get("layout") == SHARDED
+
+
+def write_info(directory: str, info: dict[str, Any]) -> None:
+  """Writes index.json atomically (last: it makes the index complete)."""
+  files.write_json(os.path.join(directory, INFO), info)
+
+
 class Index:
   """A built index: search by vectors, save, load."""
 
@@ -327,22 +506,31 @@ class Index:
         self.searcher.serialize(
           local_dir, relative_path=not files.is_local(directory)
         )
+    # Saved whole (ids.json, vectors.npy), even if loaded from shards.
+    info = {
+      k: v
+      for k, v in self.info.items()
+      if k not in ("layout", "shards", "dtype")
+    }
     with files.open(os.path.join(directory, INFO), "w") as f:
-      json.dump(self.info, f, indent=2, sort_keys=True)
+      json.dump(info, f, indent=2, sort_keys=True)
 
   @classmethod
-  def load(cls, directory: str) -> "Index":
-    """Loads a saved index.
+  def load(cls, directory: str, *, verify: bool = True) -> "Index":
+    """Loads a saved index; a sharded one whole, in id order.
+
+    Args:
+      directory: The index directory.
+      verify: Check each shard's sha256 (sharded indexes).
 
     Raises:
       FileNotFoundError: If `directory` holds no index.
+      IndexShardError: Naming the file, if a shard is missing or corrupted.
     """
     directory = files.abspath(directory)
-    info_path = os.path.join(directory, INFO)
-    if not files.exists(info_path):
-      raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
-    with files.open(info_path) as f:
-      info = json.load(f)
+    info = load_info(directory)
+    if is_sharded(info):
+      return cls._load_shards(directory, info, verify=verify)
     with files.open(os.path.join(directory, "ids.json")) as f:
       ids = json.load(f)
     vectors = files.load_npy(os.path.join(directory, "vectors.npy"))
@@ -355,4 +543,24 @@ class Index:
         searcher = scann.scann_ops_pybind.load_searcher(local_dir)
     return cls(
       ids=ids, vectors=vectors, kind=info["kind"], info=info, searcher=searcher
+    )
+
+  @classmethod
+  def _load_shards(cls, directory: str, info: dict, *, verify: bool):
+    shards = [
+      read_shard(directory, info, i, verify=verify)
+      for i in range(len(info["shards"]))
+    ]
+    ids = [i for shard in shards for i in shard.ids]
+    vectors = np.zeros((0, info["dim"]), np.float32)
+    if shards:
+      vectors = np.concatenate(
+        [np.asarray(s.vectors, np.float32) for s in shards]
+      )
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return cls(
+      ids=[ids[i] for i in order],
+      vectors=vectors[order],
+      kind=info["kind"],
+      info=info,
     )

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -94,14 +93,6 @@ def shard_of(example_id: str, num_shards: int) -> int:
   return int.from_bytes(digest[:8], "big") % num_shards
 
 
-def _file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with files.open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def _serialize(record: EncodedRecord, dtype: np.dtype) -> bytes:
   import tensorflow as tf
 
@@ -144,7 +135,7 @@ def write_shard(
   files.makedirs(directory)
   name = shard_name(index, num_shards)
   final = os.path.join(directory, name)
-  temporary = _temporary_name(final)
+  temporary = files.temporary_name(final)
   dtype = np.dtype(fingerprint.dtype)
   count = tokens = 0
   with tf.io.TFRecordWriter(temporary) as writer:
@@ -158,25 +149,12 @@ def write_shard(
     num_shards=num_shards,
     count=count,
     tokens=tokens,
-    sha256=_file_sha256(final),
+    sha256=files.sha256(final),
     fingerprint=fingerprint.to_dict(),
     rejected=tuple(r.to_dict() for r in rejected),
   )
-  _write_json(final.replace(".tfrecord", ".json"), info.to_dict())
+  files.write_json(final.replace(".tfrecord", ".json"), info.to_dict())
   return info
-
-
-def _temporary_name(path: str) -> str:
-  # The pid alone is not unique on a shared bucket: workers on two hosts
-  # (a retry beside a straggler) can have the same one.
-  return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _write_json(path: str, value: Any) -> None:
-  temporary = _temporary_name(path)
-  with files.open(temporary, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  files.replace(temporary, path)
 
 
 def read_shard_info(directory: str, index: int, num_shards: int) -> ShardInfo:
@@ -218,7 +196,7 @@ def done_shard(
   fingerprint.check_matches(
     encoder_lib.Fingerprint.from_dict(info.fingerprint), what=data
   )
-  if _file_sha256(data) != info.sha256:
+  if files.sha256(data) != info.sha256:
     return None  # Written by a run that died between data and metadata.
   return info
 
@@ -273,7 +251,7 @@ def finalize(
     ],
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
-  _write_json(os.path.join(directory, MANIFEST), manifest)
+  files.write_json(os.path.join(directory, MANIFEST), manifest)
   with files.open(os.path.join(directory, COMPLETED), "w") as f:
     f.write(manifest["created"] + "\n")
   return manifest
@@ -338,7 +316,7 @@ class EncodingStore:
     path = os.path.join(self.directory, shard["file"])
     if not files.exists(path):
       raise StoreError(f"shard {path} is missing")
-    if self.verify and _file_sha256(path) != shard["sha256"]:
+    if self.verify and files.sha256(path) != shard["sha256"]:
       raise StoreError(f"shard {path} is corrupted: checksum mismatch")
     count = 0
     try:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
+from pipelines import hessian_lib, index_lib, retrieve_lib
+from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
@@ -17,54 +18,30 @@ from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
 from trak_jax import store as store_lib
 
-CONFIG = encoder_lib.preset(
-  "trackstar", projection=projection_lib.ProjectionSpec(dim=128)
-)
+CONFIG = STORE_CONFIG
 
 
 @pytest.fixture(scope="module")
-def stages(tiny_run, tmp_path_factory):
+def stages(trackstar_store, tmp_path_factory):
   root = tmp_path_factory.mktemp("stages")
-  encode_lib.run_pipeline(
-    TestPipeline(),
-    options=encode_lib.EncodeOptions(
-      corpus=tiny_run["corpus"],
-      checkpoint=tiny_run["checkpoint"],
-      output_dir=str(root / "store"),
-      encoder_config=CONFIG,
-      num_shards=2,
-      batch_size=16,
-    ),
-  )
-  info = hessian_lib.run_pipeline(
-    TestPipeline(),
-    options=hessian_lib.HessianOptions(
-      store_dir=str(root / "store"),
-      queries=tiny_run["queries"],
-      checkpoint=tiny_run["checkpoint"],
-      output_dir=str(root / "hessian"),
-      encoder_config=CONFIG,
-      batch_size=16,
-    ),
-  )
   index_info = index_lib.run_pipeline(
     TestPipeline(),
     options=index_lib.IndexOptions(
-      store_dir=str(root / "store"),
-      hessian_dir=str(root / "hessian"),
+      store_dir=str(trackstar_store["store"]),
+      hessian_dir=str(trackstar_store["hessian_dir"]),
       output_dir=str(root / "index"),
       encoder_config=CONFIG,
     ),
   )
-  return {"root": root, "hessian": info, "index": index_info}
+  return {**trackstar_store, "root": root, "index": index_info}
 
 
 def test_hessian_job_matches_a_direct_fit(stages, tiny_run):
   info = stages["hessian"]
-  store = store_lib.EncodingStore(str(stages["root"] / "store"))
+  store = store_lib.EncodingStore(str(stages["store"]))
   assert info["train_examples"] == len(store)  # sample >= store: all of it
   assert 0 < info["mix"] < 1 and info["eigen_k"] >= 1
-  arrays = np.load(stages["root"] / "hessian" / "hessian.npz")
+  arrays = np.load(stages["hessian_dir"] / "hessian.npz")
   phi = store.load().vectors.astype(np.float64)
   full = phi.T @ phi / len(phi)
   # Every block of R has at least samples_per_dim samples per dimension.
@@ -93,8 +70,8 @@ def test_index_finishes_encodings_and_measures_recall(stages):
   np.testing.assert_allclose(norms, 1.0, rtol=1e-4)  # normalised
   recall = stages["index"]["recall_at_10"]
   assert recall["recall"] >= 0.9 and recall["queries"] > 0
-  store = store_lib.EncodingStore(str(stages["root"] / "store")).load()
-  preconditioner, _ = hessian_lib_core.load(str(stages["root"] / "hessian"))
+  store = store_lib.EncodingStore(str(stages["store"])).load()
+  preconditioner, _ = hessian_lib_core.load(str(stages["hessian_dir"]))
   order = np.argsort(store.ids)
   expected = np.asarray(
     encoder_lib.finish(
@@ -149,8 +126,8 @@ def test_retrieve_writes_report_metrics_and_page(stages, tiny_run, tmp_path):
   index_lib.run_pipeline(
     TestPipeline(),
     options=index_lib.IndexOptions(
-      store_dir=str(stages["root"] / "store"),
-      hessian_dir=str(stages["root"] / "hessian"),
+      store_dir=str(stages["store"]),
+      hessian_dir=str(stages["hessian_dir"]),
       output_dir=str(exact_dir),
       encoder_config=CONFIG,
       kind="exact",
@@ -203,7 +180,7 @@ def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
     hessian_lib.run_pipeline(
       TestPipeline(),
       options=hessian_lib.HessianOptions(
-        store_dir=str(stages["root"] / "store"),
+        store_dir=str(stages["store"]),
         queries=tiny_run["queries"],
         checkpoint=tiny_run["checkpoint"],
         output_dir=str(tmp_path / "h"),
@@ -211,12 +188,12 @@ def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
       ),
     )
   # A Hessian whose recorded fingerprint differs from the store's.
-  info_path = stages["root"] / "hessian" / "hessian.json"
+  info_path = stages["hessian_dir"] / "hessian.json"
   info = json.load(open(info_path))
   bad = tmp_path / "bad_hessian"
   bad.mkdir()
   (bad / "hessian.npz").write_bytes(
-    (stages["root"] / "hessian" / "hessian.npz").read_bytes()
+    (stages["hessian_dir"] / "hessian.npz").read_bytes()
   )
   info["fingerprint"]["seed"] = 99
   json.dump(info, open(bad / "hessian.json", "w"))
@@ -224,7 +201,7 @@ def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
     index_lib.run_pipeline(
       TestPipeline(),
       options=index_lib.IndexOptions(
-        store_dir=str(stages["root"] / "store"),
+        store_dir=str(stages["store"]),
         hessian_dir=str(bad),
         output_dir=str(tmp_path / "i"),
         encoder_config=CONFIG,
@@ -247,7 +224,7 @@ def test_an_index_of_another_checkpoint_is_refused(stages, tiny_run, tmp_path):
 def _copy_hessian(stages, directory):
   directory.mkdir()
   for name in ("hessian.npz", "hessian.json"):
-    source = stages["root"] / "hessian" / name
+    source = stages["hessian_dir"] / name
     (directory / name).write_bytes(source.read_bytes())
   return directory
 
@@ -256,7 +233,7 @@ def _build_index(stages, hessian_dir, output_dir, config=CONFIG):
   return index_lib.run_pipeline(
     TestPipeline(),
     options=index_lib.IndexOptions(
-      store_dir=str(stages["root"] / "store"),
+      store_dir=str(stages["store"]),
       hessian_dir=hessian_dir and str(hessian_dir),
       output_dir=str(output_dir),
       encoder_config=config,
@@ -266,7 +243,7 @@ def _build_index(stages, hessian_dir, output_dir, config=CONFIG):
 
 
 def test_an_index_records_the_fit_of_its_hessian(stages):
-  preconditioner, info = hessian_lib_core.load(str(stages["root"] / "hessian"))
+  preconditioner, info = hessian_lib_core.load(str(stages["hessian_dir"]))
   recorded = stages["index"]["hessian"]
   assert recorded == {k: v for k, v in info.items() if k != "fingerprint"}
   assert recorded["preconditioner_digest"] == (
@@ -301,7 +278,7 @@ def test_retrieval_refuses_a_hessian_refitted_after_the_index(
   info = hessian_lib.run_pipeline(
     TestPipeline(),
     options=hessian_lib.HessianOptions(
-      store_dir=str(stages["root"] / "store"),
+      store_dir=str(stages["store"]),
       queries=tiny_run["queries"],
       checkpoint=tiny_run["checkpoint"],
       output_dir=str(hessian_dir),  # in place
@@ -349,8 +326,8 @@ def test_an_index_without_a_hessian_digest_is_named(stages, tiny_run, tmp_path):
 def test_a_worker_refuses_a_hessian_refitted_during_the_job(stages, tmp_path):
   shard = index_lib.FinishShard(
     index_lib.IndexOptions(
-      store_dir=str(stages["root"] / "store"),
-      hessian_dir=str(stages["root"] / "hessian"),
+      store_dir=str(stages["store"]),
+      hessian_dir=str(stages["hessian_dir"]),
       output_dir=str(tmp_path / "index"),
       encoder_config=CONFIG,
     ),

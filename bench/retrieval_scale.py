@@ -1,0 +1,166 @@
+r"""Peak memory of sharded exact retrieval as the index grows.
+
+  python bench/retrieval_scale.py [--sizes=250000,500000,1000000] \
+    [--dim=1024] [--shard_rows=62500] [--queries=256] [--k=10]
+
+For each size N, a fresh process writes a sharded exact index of N random
+unit vectors (d = `dim`, bfloat16, `shard_rows` per shard: N / shard_rows
+shards, each from its own seed) with `trak_jax.index.write_shard`, then
+searches it as the retrieval job does: every shard read (checksum checked)
+and scored against all queries with `search_shard`, the partial top-k
+merged with `merge_top_k`. Its peak RSS (`ru_maxrss`) is measured in the
+process, so sizes do not share memory. Random vectors stand in for finished
+encodings (whitened and normalised encodings are nearly isotropic; see
+bench/retrieval.py); the figures are about memory and speed, not recall.
+
+Prints one JSON object:
+- `sizes`, `peak_rss_mib` per size, `peak_rss_ratio_4x` (peak RSS at the
+  largest size over that at the smallest: about 1 when memory is one shard,
+  about 4 when it grows with the index);
+- `queries_per_second` per size (search only, after the index is written);
+- `exact_equal`: at the smallest size, whether the merged result has the
+  ids of exact search over the whole index (`Index.load`, then
+  `Index.search`), and scores within 1e-5.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+from trak_jax import index as index_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sizes", ["250000", "500000", "1000000"], "Index sizes.")
+flags.DEFINE_integer("dim", 1024, "Encoding dimension.")
+flags.DEFINE_integer("shard_rows", 62_500, "Encodings per index shard.")
+flags.DEFINE_integer("queries", 256, "Queries searched.")
+flags.DEFINE_integer("k", 10, "Neighbours per query.")
+flags.DEFINE_integer("child_size", 0, "Internal: run one size, print JSON.")
+flags.DEFINE_bool("child_check", False, "Internal: compare with Index.load.")
+
+
+def unit_rows(seed: int, rows: int, dim: int) -> np.ndarray:
+  """[rows, dim] float32 random unit vectors."""
+  rng = np.random.default_rng(seed)
+  vectors = rng.standard_normal((rows, dim), dtype=np.float32)
+  return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_index(directory: str, *, size: int, dim: int, shard_rows: int):
+  """A sharded bfloat16 exact index of `size` random unit vectors."""
+  num_shards = -(-size // shard_rows)
+  entries = []
+  for shard in range(num_shards):
+    rows = min(shard_rows, size - shard * shard_rows)
+    ids = [f"e{shard * shard_rows + i:09d}" for i in range(rows)]
+    entries.append(
+      index_lib.write_shard(
+        directory,
+        index=shard,
+        num_shards=num_shards,
+        ids=ids,
+        vectors=unit_rows(1 + shard, rows, dim),
+        dtype="bfloat16",
+      )
+    )
+  info = {
+    "kind": "exact",
+    "layout": index_lib.SHARDED,
+    "dtype": "bfloat16",
+    "dim": dim,
+    "size": size,
+    "shards": entries,
+  }
+  index_lib.write_info(directory, info)
+  return info
+
+
+def search(directory: str, info: dict, queries: np.ndarray, *, k: int):
+  """Shard by shard, as the retrieval job: a merged top-k per query."""
+  merged = [[] for _ in queries]
+  for shard in range(len(info["shards"])):
+    partials = index_lib.search_shard(
+      index_lib.read_shard(directory, info, shard), queries, k=k
+    )
+    merged = [
+      index_lib.merge_top_k([m, p], k=k)
+      for m, p in zip(merged, partials, strict=True)
+    ]
+  return merged
+
+
+def run_size(size: int) -> dict:
+  queries = unit_rows(0, FLAGS.queries, FLAGS.dim)
+  with tempfile.TemporaryDirectory() as directory:
+    info = write_index(
+      directory, size=size, dim=FLAGS.dim, shard_rows=FLAGS.shard_rows
+    )
+    search(directory, info, queries[:8], k=FLAGS.k)  # Compile.
+    start = time.perf_counter()
+    merged = search(directory, info, queries, k=FLAGS.k)
+    seconds = time.perf_counter() - start
+    result = {
+      "size": size,
+      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "queries_per_second": len(queries) / seconds,
+    }
+    if FLAGS.child_check:
+      found = index_lib.Index.load(directory).search(queries, k=FLAGS.k)
+      result["exact_equal"] = all(
+        [i for i, _ in m] == ids
+        and np.allclose([s for _, s in m], scores, atol=1e-5)
+        for m, ids, scores in zip(merged, found.ids, found.scores, strict=True)
+      )
+  return result
+
+
+def child(size: int, *, check: bool) -> dict:
+  command = [
+    sys.executable,
+    __file__,
+    f"--child_size={size}",
+    f"--dim={FLAGS.dim}",
+    f"--shard_rows={FLAGS.shard_rows}",
+    f"--queries={FLAGS.queries}",
+    f"--k={FLAGS.k}",
+    f"--child_check={check}",
+  ]
+  output = subprocess.run(command, check=True, capture_output=True, text=True)
+  return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if FLAGS.child_size:
+    print(json.dumps(run_size(FLAGS.child_size)))
+    return
+  sizes = [int(s) for s in FLAGS.sizes]
+  runs = [child(size, check=False) for size in sizes]
+  check = child(sizes[0], check=True)
+  rss = [r["peak_rss_mib"] for r in runs]
+  print(
+    json.dumps(
+      {
+        "sizes": sizes,
+        "dim": FLAGS.dim,
+        "dtype": "bfloat16",
+        "shard_rows": FLAGS.shard_rows,
+        "queries": FLAGS.queries,
+        "peak_rss_mib": rss,
+        "peak_rss_ratio_4x": rss[-1] / rss[0],
+        "queries_per_second": [r["queries_per_second"] for r in runs],
+        "exact_equal": check["exact_equal"],
+      },
+      indent=2,
+    )
+  )
+
+
+if __name__ == "__main__":
+  app.run(main)

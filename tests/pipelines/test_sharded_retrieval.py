@@ -1,0 +1,369 @@
+"""Sharded exact indexes: built shard by shard, searched shard by shard."""
+
+import dataclasses
+import itertools
+import os
+import random
+import shutil
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import encode_lib, hessian_lib, index_lib, retrieve_lib
+from tests.pipelines.conftest import STORE_CONFIG
+from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import data as data_lib
+from trak_jax import encoder as encoder_lib
+from trak_jax import hessian as hessian_core
+from trak_jax import index as index_core
+from trak_jax import report as report_lib
+from trak_jax import store as store_lib
+
+CONFIG = STORE_CONFIG
+BFLOAT16 = dataclasses.replace(CONFIG, dtype="bfloat16")
+K = 10
+
+
+def _encode_and_fit(tiny_run, root, name, config, *, num_shards):
+  store_dir, hessian_dir = str(root / name), str(root / f"{name}-hessian")
+  encode_lib.run_pipeline(
+    TestPipeline(),
+    options=encode_lib.EncodeOptions(
+      corpus=tiny_run["corpus"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=store_dir,
+      encoder_config=config,
+      num_shards=num_shards,
+      batch_size=16,
+    ),
+  )
+  hessian_lib.run_pipeline(
+    TestPipeline(),
+    options=hessian_lib.HessianOptions(
+      store_dir=store_dir,
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=hessian_dir,
+      encoder_config=config,
+      batch_size=16,
+    ),
+  )
+  return store_dir, hessian_dir
+
+
+def _resharded(store_dir: str, output_dir: str, *, num_shards: int) -> str:
+  """The store's records dealt over `num_shards` shards, shard 1 empty."""
+  store = store_lib.EncodingStore(store_dir)
+  records = sorted(store.records(), key=lambda r: r.id)
+  full = [i for i in range(num_shards) if i != 1]
+  groups = [
+    records[full.index(i) :: len(full)] if i in full else []
+    for i in range(num_shards)
+  ]
+  shards = [
+    store_lib.write_shard(
+      output_dir,
+      index=i,
+      num_shards=num_shards,
+      records=group,
+      rejected=[],
+      fingerprint=store.fingerprint,
+    )
+    for i, group in enumerate(groups)
+  ]
+  store_lib.finalize(
+    output_dir,
+    shards=shards,
+    parse_rejected=[],
+    fingerprint=store.fingerprint,
+    encoder_config=store.manifest["encoder_config"],
+    num_read=len(store),
+    source=store.manifest["source"],
+  )
+  return output_dir
+
+
+def _index(store_dir, hessian_dir, output_dir, config) -> dict:
+  return index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=str(output_dir),
+      encoder_config=config,
+      kind="exact",
+    ),
+  )
+
+
+@pytest.fixture(scope="module")
+def sharded(tiny_run, trackstar_store, tmp_path_factory):
+  """Three sharded exact indexes (of a store of 2 shards, of the same
+  records in 5 shards one of which is empty, of a bfloat16 store of 3
+  shards) and one retrieval job over all three, in batches of 8 queries."""
+  root = tmp_path_factory.mktemp("sharded")
+  store = str(trackstar_store["store"])
+  hessian = str(trackstar_store["hessian_dir"])
+  bf16_store, bf16_hessian = _encode_and_fit(
+    tiny_run, root, "bf16", BFLOAT16, num_shards=3
+  )
+  resharded = _resharded(store, str(root / "resharded"), num_shards=5)
+  methods = {
+    "exact": (store, hessian, CONFIG),
+    "resharded": (resharded, hessian, CONFIG),
+    "bf16": (bf16_store, bf16_hessian, BFLOAT16),
+  }
+  infos = {
+    name: _index(s, h, root / f"index-{name}", config)
+    for name, (s, h, config) in methods.items()
+  }
+  retrieve_lib.run_pipeline(
+    TestPipeline(),
+    options=retrieve_lib.RetrieveOptions(
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      corpus=tiny_run["corpus"],
+      indexes=tuple((name, str(root / f"index-{name}")) for name in methods),
+      output_dir=str(root / "report"),
+      k=K,
+      batch_size=8,
+    ),
+  )
+  return {
+    "root": root,
+    "methods": methods,
+    "infos": infos,
+    "records": report_lib.read_report_jsonl(
+      str(root / "report" / "report.jsonl")
+    ),
+    "loaded": checkpoint_lib.load_checkpoint(tiny_run["checkpoint"]),
+    "queries": data_lib.read_queries(tiny_run["queries"]),
+  }
+
+
+def _index_dir(sharded, name) -> str:
+  return str(sharded["root"] / f"index-{name}")
+
+
+def _query_features(sharded, name) -> dict[str, np.ndarray]:
+  encoder, _ = retrieve_lib.load_encoder(
+    sharded["loaded"], _index_dir(sharded, name)
+  )
+  encoded = encoder_lib.encode_queries(
+    encoder,
+    sharded["loaded"].tokenizer,
+    sharded["queries"],
+    batch_size=16,
+    max_len=sharded["loaded"].model_config.max_len,
+  )
+  features = np.asarray(encoded.features, np.float64)
+  return {q.id: f for q, f in zip(sharded["queries"], features, strict=True)}
+
+
+def _finished_store(store_dir, hessian_dir) -> tuple[list[str], np.ndarray]:
+  """Every stored encoding, finished: ids and [n, d] float32."""
+  batch = store_lib.EncodingStore(store_dir).load()
+  preconditioner, _ = hessian_core.load(hessian_dir)
+  finished = encoder_lib.finish(
+    np.asarray(batch.vectors, np.float32), preconditioner, normalize=True
+  )
+  return batch.ids, np.asarray(finished, np.float32)
+
+
+def _brute_force(ids, vectors, query: np.ndarray) -> dict[str, float]:
+  """NumPy scores of every encoding with the query: {id: score}."""
+  scores = vectors.astype(np.float64) @ query
+  return dict(zip(ids, scores.tolist(), strict=True))
+
+
+def _top_k(scores: dict[str, float]) -> list[tuple[str, float]]:
+  """The exact top-k: scores descending, equal scores by id."""
+  return sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:K]
+
+
+def _found(record, method) -> list[tuple[str, float]]:
+  proponents = record["results"][method]["proponents"]
+  return [(p["id"], p["score"]) for p in proponents]
+
+
+def _assert_same_ranking(found, expected, scores, *, atol):
+  """`found` is the exact top-k `expected`: the same scores, and the same
+  ids except where float32 rounding reorders near-ties (the corpus repeats
+  some passages: their encodings differ by ~1e-8), where the id found must
+  score the same as the one expected (by `scores`, all ids' true scores)."""
+  assert len(found) == len(expected) == K
+  assert len({i for i, _ in found}) == K
+  np.testing.assert_allclose(
+    [s for _, s in found], [s for _, s in expected], atol=atol
+  )
+  for (found_id, _), (expected_id, expected_score) in zip(
+    found, expected, strict=True
+  ):
+    if found_id != expected_id:
+      assert scores[found_id] == pytest.approx(expected_score, abs=atol)
+
+
+@pytest.mark.parametrize("method", ["exact", "resharded"])
+def test_sharded_retrieval_equals_brute_force(sharded, method):
+  store_dir, hessian_dir, _ = sharded["methods"][method]
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  features = _query_features(sharded, method)
+  assert len(sharded["records"]) == len(sharded["queries"]) > 8  # batches
+  same = 0
+  for record in sharded["records"]:
+    scores = _brute_force(ids, vectors, features[record["query_id"]])
+    found, expected = _found(record, method), _top_k(scores)
+    _assert_same_ranking(found, expected, scores, atol=1e-5)
+    same += found == expected or [i for i, _ in found] == [
+      i for i, _ in expected
+    ]
+  assert same >= len(sharded["records"]) // 2  # Near-ties are rare.
+
+
+def test_sharded_retrieval_equals_the_whole_index(sharded):
+  index_dir = _index_dir(sharded, "exact")
+  whole = index_core.Index.load(index_dir)
+  store_dir, hessian_dir, _ = sharded["methods"]["exact"]
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  order = np.argsort(ids)
+  assert whole.ids == sorted(ids)
+  np.testing.assert_allclose(whole.vectors, vectors[order], atol=1e-5)
+  features = _query_features(sharded, "exact")
+  records = sharded["records"]
+  found = whole.search(
+    np.stack([features[r["query_id"]] for r in records]), k=K
+  )
+  for row, record in enumerate(records):
+    scores = _brute_force(ids, vectors, features[record["query_id"]])
+    expected = list(
+      zip(found.ids[row], found.scores[row].tolist(), strict=True)
+    )
+    for method in ("exact", "resharded"):  # The same encodings, resharded.
+      _assert_same_ranking(_found(record, method), expected, scores, atol=1e-5)
+
+
+def test_the_index_job_writes_one_shard_per_store_shard(sharded):
+  for name, (store_dir, _, _) in sharded["methods"].items():
+    store = store_lib.EncodingStore(store_dir)
+    info = sharded["infos"][name]
+    assert info == index_core.load_info(_index_dir(sharded, name))
+    assert info["layout"] == "sharded" and info["kind"] == "exact"
+    assert [s["file"] for s in info["shards"]] == [
+      index_core.shard_file_name(i, store.num_shards)
+      for i in range(store.num_shards)
+    ]
+    assert [s["count"] for s in info["shards"]] == [
+      s["count"] for s in store.manifest["shards"]
+    ]
+    assert info["size"] == len(store)
+    assert info["store_fingerprint"] == store.fingerprint.to_dict()
+    assert info["encoder_config"]["dtype"] == store.manifest["dtype"]
+    assert info["hessian"]["preconditioner_digest"]
+    names = os.listdir(_index_dir(sharded, name))
+    assert sorted(names) == sorted(
+      [index_core.INFO, *(s["file"] for s in info["shards"])]
+    )  # No temporary files left, no whole-index copy.
+  assert sharded["infos"]["resharded"]["shards"][1]["count"] == 0
+
+
+def test_a_bfloat16_store_is_indexed_and_retrieved(sharded):
+  store_dir, hessian_dir, _ = sharded["methods"]["bf16"]
+  assert store_lib.EncodingStore(store_dir).manifest["dtype"] == "bfloat16"
+  index_dir = _index_dir(sharded, "bf16")
+  info = index_core.load_info(index_dir)
+  assert info["dtype"] == "bfloat16"
+  shard = index_core.read_shard(index_dir, info, 0)
+  assert shard.vectors.dtype == np.dtype("bfloat16") and len(shard.ids) > 0
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  rounded = vectors.astype(np.dtype("bfloat16")).astype(np.float32)
+  order = np.argsort(ids)
+  whole = index_core.Index.load(index_dir)
+  np.testing.assert_array_equal(whole.vectors, rounded[order])  # Read back.
+  features = _query_features(sharded, "bf16")
+  for record in sharded["records"]:
+    query = features[record["query_id"]]
+    scores = _brute_force(ids, rounded, query)
+    found = _found(record, "bf16")
+    _assert_same_ranking(found, _top_k(scores), scores, atol=1e-5)
+    float32_scores = _brute_force(ids, vectors, query)
+    np.testing.assert_allclose(
+      [s for _, s in found], [float32_scores[i] for i, _ in found], atol=2e-2
+    )
+
+
+def test_a_corrupted_shard_is_named(sharded, tmp_path):
+  index_dir = str(tmp_path / "index")
+  shutil.copytree(_index_dir(sharded, "resharded"), index_dir)
+  name = index_core.shard_file_name(2, 5)
+  path = os.path.join(index_dir, name)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(index_core.IndexShardError, match=f"{name}.*corrupted"):
+    index_core.Index.load(index_dir)
+  score = retrieve_lib.ScoreShard(K)
+  score.setup()
+  query = np.ones((1, CONFIG.projection.dim), np.float32)
+  batches = [("m", ["q"], query), ("other", ["q"], query)]
+  (key, found), *rest = score.process(("m", index_dir, 0), batches)  # Intact.
+  assert key == ("q", "m") and len(found) == K and not rest
+  assert list(score.process(("m", index_dir, 1), batches)) == [(key, [])]
+  with pytest.raises(index_core.IndexShardError, match=f"{name}.*corrupted"):
+    list(score.process(("m", index_dir, 2), batches))
+  os.remove(path)
+  with pytest.raises(index_core.IndexShardError, match=f"{name}.*missing"):
+    index_core.Index.load(index_dir)
+
+
+def _partials(seed: int) -> tuple[list, list]:
+  """Partial top-k of one query from 5 shards (one empty) with tied scores,
+  and every (id, score) pair."""
+  rng = random.Random(seed)
+  ids = [f"e{i:03d}" for i in range(60)]
+  rng.shuffle(ids)
+  scores = [round(rng.uniform(-1, 1), 1) for _ in ids]  # Many ties.
+  shards = [list(zip(ids[i::5], scores[i::5], strict=True)) for i in range(5)]
+  shards[3] = []  # An empty shard.
+  partials = [
+    sorted(shard, key=lambda p: (-p[1], p[0]))[:K] for shard in shards
+  ]
+  return partials, [pair for shard in shards for pair in shard]
+
+
+def test_any_grouping_of_partial_top_k_merges_to_the_exact_top_k():
+  for seed in range(5):
+    partials, everything = _partials(seed)
+    expected = sorted(everything, key=lambda p: (-p[1], p[0]))[:K]
+    combine = retrieve_lib.MergeTopK(K)
+    for order in itertools.permutations(partials):
+      accumulator = combine.create_accumulator()
+      for partial in order:
+        accumulator = combine.add_input(accumulator, partial)
+      assert combine.extract_output(accumulator) == expected
+    rng = random.Random(seed)
+    for _ in range(20):  # Random splits into accumulators, then merged.
+      shuffled = rng.sample(partials, len(partials))
+      cut = rng.randrange(len(partials) + 1)
+      accumulators = []
+      for group in (shuffled[:cut], shuffled[cut:]):
+        accumulator = combine.create_accumulator()
+        for partial in group:
+          accumulator = combine.add_input(accumulator, partial)
+        accumulators.append(accumulator)
+      merged = combine.merge_accumulators(rng.sample(accumulators, 2))
+      assert combine.extract_output(merged) == expected
+
+
+def test_merge_top_k_in_a_pipeline():
+  partials, everything = _partials(0)
+  expected = sorted(everything, key=lambda p: (-p[1], p[0]))[:K]
+  with TestPipeline() as pipeline:
+    merged = (
+      pipeline
+      | beam.Create([(("q", "m"), p) for p in partials])
+      | beam.CombinePerKey(retrieve_lib.MergeTopK(K))
+    )
+    assert_that(merged, equal_to([(("q", "m"), expected)]))
