@@ -465,8 +465,7 @@ def method_scores(loaded, index_dir, queries, options) -> tuple:
 
 
 def _index_correction(index_dir: str) -> correction_lib.CorrectionSpec:
-  with files.open(os.path.join(index_dir, index_core.INFO)) as f:
-    info = json.load(f)
+  info = index_core.load_info(index_dir)
   return correction_lib.CorrectionSpec(**info["encoder_config"]["correction"])
 
 

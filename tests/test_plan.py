@@ -61,3 +61,44 @@ def test_hours_follow_flops_chips_and_calibration():
   assert blocks.hessian_bytes == pytest.approx(full / 16)
   with pytest.raises(ValueError, match="unknown accelerator"):
     plan_lib.plan(corpus_tokens=1, params=1, dim=8, accelerator="abacus")
+
+
+def test_retrieval_memory_is_one_shard_and_time_follows_workers():
+  small = plan_lib.plan(
+    corpus_tokens=1e9,
+    params=1e8,
+    dim=1024,
+    num_examples=1e6,
+    chips=8,
+    shard_examples=1e6,
+  )
+  large = plan_lib.plan(
+    corpus_tokens=4e9,
+    params=1e8,
+    dim=1024,
+    num_examples=4e6,
+    chips=8,
+    shard_examples=1e6,
+  )
+  assert small.retrieve_flops == pytest.approx(2 * 1000 * 1e6 * 1024)
+  assert large.retrieve_flops == pytest.approx(4 * small.retrieve_flops)
+  # One 1M-row shard per worker, whatever the store's size.
+  assert large.retrieve_worker_bytes == small.retrieve_worker_bytes
+  shard = 1e6 * (1024 * 2 + 16)
+  queries = 1000 * 1024 * 4 + 1000 * 8192 * 4
+  assert small.retrieve_worker_bytes == pytest.approx(shard + queries)
+  # Four shards on four of the eight chips: the same time as one on one.
+  assert (small.retrieve_workers, large.retrieve_workers) == (1, 4)
+  assert large.retrieve_hours == pytest.approx(small.retrieve_hours)
+
+
+def test_retrieval_shards_fit_the_workers_memory():
+  plan = plan_lib.plan(
+    corpus_tokens=160e9,
+    params=8e9,
+    dim=65536,
+    num_queries=10,
+    worker_memory_bytes=16 * 2**30,
+  )
+  assert plan.retrieve_worker_bytes <= 16 * 2**30
+  assert plan.retrieve_worker_bytes > 0.4 * 16 * 2**30

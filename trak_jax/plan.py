@@ -18,9 +18,20 @@ ScaNN's for re-ordering) and ScaNN's asymmetric-hashing codes (4 bits per
 `dims_per_block` dims); R needs d² (full) float64 numbers. On the demo store
 (2,943 examples, d = 4096) the store estimate is within 0.3% and the index
 estimate within 4% of the written sizes.
+
+Retrieval (sharded exact search, `pipelines/retrieve_lib.py`) reads every
+finished encoding once and scores every query against it, 2 · queries ·
+examples · d FLOPs at a share `retrieval_efficiency` of the chip's rate (a
+jitted matmul and top-k; `bench/retrieval_scale.py` measures it); its time
+is the larger of that and reading the index at `read_bytes_per_second` per
+worker. A worker holds one index shard (sized to half of
+`worker_memory_bytes` unless given), the query encodings in float32 and,
+per key chunk of `scoring.top_k`, a [queries, chunk] score block; one
+worker per chip, at most one per shard.
 """
 
 import dataclasses
+import math
 from typing import Any
 
 # Peak dense bf16 FLOP/s per chip (vendor figures) and an assumed MFU.
@@ -45,6 +56,10 @@ class Plan:
   store_bytes: float  # the encoding store
   index_bytes: float  # finished vectors + ScaNN codes
   hessian_bytes: float  # R in float64 (full, or its blocks)
+  retrieve_flops: float  # 2 · queries · examples · d
+  retrieve_hours: float  # on `retrieve_workers` workers
+  retrieve_worker_bytes: float  # one index shard, the queries, a score block
+  retrieve_workers: int  # one per index shard, at most `chips`
   accelerator: str
   chips: int
 
@@ -90,6 +105,13 @@ def plan(
   hessian_blocks: int = 1,
   measured_tokens_per_second: float | None = None,
   measured_params: float | None = None,
+  num_queries: float = 1000,
+  shard_examples: float | None = None,
+  index_dtype_bytes: int = 2,
+  retrieval_efficiency: float = 0.6,
+  score_chunk: int = 8192,
+  worker_memory_bytes: float = 16 * 2**30,
+  read_bytes_per_second: float = 500e6,
 ) -> Plan:
   """The expected cost of encoding `corpus_tokens` tokens with the encoder.
 
@@ -107,6 +129,14 @@ def plan(
     hessian_blocks: 1 for a full R; else R's number of equal diagonal blocks.
     measured_tokens_per_second: Calibrate with a measured encode rate...
     measured_params: ...taken at this many parameters.
+    num_queries: Queries retrieved.
+    shard_examples: Encodings per index shard (default: what fills half of
+      `worker_memory_bytes`).
+    index_dtype_bytes: Bytes per finished number in the index (2: bf16).
+    retrieval_efficiency: Share of the chip's rate exact scoring reaches.
+    score_chunk: Keys scored at once (`scoring.top_k`'s chunk).
+    worker_memory_bytes: A retrieval worker's memory.
+    read_bytes_per_second: How fast a worker reads the index.
 
   Returns:
     The plan.
@@ -119,6 +149,16 @@ def plan(
     measured_params=measured_params,
   )
   block = dim / hessian_blocks
+  row_bytes = dim * index_dtype_bytes + id_bytes
+  if shard_examples is None:
+    shard_examples = max(1.0, math.floor(worker_memory_bytes / 2 / row_bytes))
+  shards = max(1, math.ceil(examples / shard_examples))
+  workers = min(shards, chips)
+  retrieve_flops = 2.0 * num_queries * examples * dim
+  retrieve_seconds = max(
+    retrieve_flops / (rate * retrieval_efficiency),
+    examples * row_bytes / read_bytes_per_second,
+  )
   return Plan(
     encode_flops=flops,
     encode_hours=flops / (rate * chips) / 3600,
@@ -127,6 +167,12 @@ def plan(
     # vectors.npy, ScaNN's own float copy for re-ordering, and its codes.
     index_bytes=examples * (2 * dim * 4 + dim / dims_per_block / 2 + id_bytes),
     hessian_bytes=hessian_blocks * block * block * 8,
+    retrieve_flops=retrieve_flops,
+    retrieve_hours=retrieve_seconds / workers / 3600,
+    retrieve_worker_bytes=min(shard_examples, examples) * row_bytes
+    + num_queries * dim * 4
+    + num_queries * min(score_chunk, examples) * 4,
+    retrieve_workers=workers,
     accelerator=accelerator,
     chips=chips,
   )

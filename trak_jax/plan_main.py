@@ -27,6 +27,18 @@ _MEASURED = flags.DEFINE_float(
 _MEASURED_PARAMS = flags.DEFINE_float(
   "measured_params", None, "Calibrate: params of that measurement."
 )
+_QUERIES = flags.DEFINE_float("num_queries", 1000, "Queries retrieved.")
+_SHARD = flags.DEFINE_float(
+  "shard_examples", None, "Encodings per index shard (default: fits memory)."
+)
+_WORKER_GIB = flags.DEFINE_float(
+  "worker_memory_gib", 16, "Memory of a retrieval worker."
+)
+_EFFICIENCY = flags.DEFINE_float(
+  "retrieval_efficiency",
+  0.6,
+  "Share of the chip's rate exact scoring reaches (bench/retrieval_scale).",
+)
 
 
 def main(argv):
@@ -41,11 +53,16 @@ def main(argv):
     hessian_blocks=_BLOCKS.value,
     measured_tokens_per_second=_MEASURED.value,
     measured_params=_MEASURED_PARAMS.value,
+    num_queries=_QUERIES.value,
+    shard_examples=_SHARD.value,
+    retrieval_efficiency=_EFFICIENCY.value,
+    worker_memory_bytes=_WORKER_GIB.value * 2**30,
   )
   values = result.to_dict()
   values["store_gib"] = result.store_bytes / 2**30
   values["index_gib"] = result.index_bytes / 2**30
   values["hessian_gib"] = result.hessian_bytes / 2**30
+  values["retrieve_worker_gib"] = result.retrieve_worker_bytes / 2**30
   print(json.dumps(values, indent=2))
 
 
