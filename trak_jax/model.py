@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from trak_jax import layers
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -56,43 +58,6 @@ class ModelConfig:
     return cls(**values)
 
 
-def _dense(
-  features: int,
-  kernel_axes: tuple[str, str],
-  *,
-  dtype: Any,
-  name: str,
-  use_bias: bool = True,
-) -> nn.Dense:
-  """`inputs @ kernel + bias` with a [in, out] kernel and logical axes."""
-  return nn.Dense(
-    features,
-    use_bias=use_bias,
-    dtype=dtype,
-    kernel_init=nn.with_logical_partitioning(
-      nn.initializers.normal(stddev=0.02), kernel_axes
-    ),
-    bias_init=nn.with_logical_partitioning(
-      nn.initializers.zeros, kernel_axes[1:]
-    ),
-    name=name,
-  )
-
-
-def _embed(
-  num: int, features: int, axes: tuple[str, str], *, stddev, dtype, name
-) -> nn.Embed:
-  return nn.Embed(
-    num,
-    features,
-    dtype=dtype,
-    embedding_init=nn.with_logical_partitioning(
-      nn.initializers.normal(stddev=stddev), axes
-    ),
-    name=name,
-  )
-
-
 def _layer_norm(name: str, epsilon: float) -> nn.LayerNorm:
   return nn.LayerNorm(
     epsilon=epsilon,
@@ -117,7 +82,7 @@ class CausalSelfAttention(nn.Module):
     def project(name: str) -> jax.Array:
       # Softmax ignores a key bias (it shifts every score of a query
       # equally), so its gradient is zero; the key projection has none.
-      out = _dense(
+      out = layers.dense(
         cfg.d_model,
         ("embed", "heads"),
         use_bias=name != "key",
@@ -139,9 +104,8 @@ class CausalSelfAttention(nn.Module):
     attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value).reshape(
       batch, seq, cfg.d_model
     )
-    return _dense(cfg.d_model, ("heads", "embed"), dtype=dtype, name="out")(
-      attended
-    )
+    out = layers.dense(cfg.d_model, ("heads", "embed"), dtype=dtype, name="out")
+    return out(attended)
 
 
 class Block(nn.Module):
@@ -158,12 +122,9 @@ class Block(nn.Module):
       _layer_norm("attention_norm", eps)(hidden)
     )
     mlp_in = _layer_norm("mlp_norm", eps)(hidden)
-    mlp_hidden = _dense(cfg.d_ff, ("embed", "mlp"), dtype=dtype, name="wi")(
-      mlp_in
-    )
-    mlp_out = _dense(cfg.d_model, ("mlp", "embed"), dtype=dtype, name="wo")(
-      nn.gelu(mlp_hidden)
-    )
+    wi = layers.dense(cfg.d_ff, ("embed", "mlp"), dtype=dtype, name="wi")
+    wo = layers.dense(cfg.d_model, ("mlp", "embed"), dtype=dtype, name="wo")
+    mlp_out = wo(nn.gelu(wi(mlp_in)))
     return hidden + mlp_out
 
 
@@ -184,18 +145,11 @@ class Transformer(nn.Module):
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    embed = _embed(
-      cfg.vocab_size,
-      cfg.d_model,
-      ("vocab", "embed"),
-      stddev=0.02,
-      dtype=dtype,
-      name="embed",
-    )
-    positions = _embed(
+    embed = layers.embed(cfg.vocab_size, cfg.d_model, dtype=dtype, name="embed")
+    positions = layers.embed(
       cfg.max_len,
       cfg.d_model,
-      ("length", "embed"),
+      axes=("length", "embed"),
       stddev=0.01,
       dtype=dtype,
       name="positions",

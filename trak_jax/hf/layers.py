@@ -14,46 +14,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# What HF checkpoints start from is irrelevant: the weights are loaded over
-# it. Initialisers only shape `jax.eval_shape` and tests of random models.
-_KERNEL_INIT = nn.initializers.normal(stddev=0.02)
+from trak_jax import layers as base_layers
 
-
-def dense(
-  features: int,
-  axes: tuple[str, str],
-  *,
-  name: str,
-  dtype: Any,
-  use_bias: bool = True,
-) -> nn.Dense:
-  """An `nn.Dense` whose [in, out] kernel and [out] bias carry `axes`."""
-  return nn.Dense(
-    features,
-    use_bias=use_bias,
-    dtype=dtype,
-    kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, axes),
-    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-    name=name,
-  )
-
-
-def embed(
-  num_embeddings: int,
-  features: int,
-  *,
-  name: str,
-  dtype: Any,
-  axes: tuple[str, str] = ("vocab", "embed"),
-) -> nn.Embed:
-  """An `nn.Embed` ([num_embeddings, features]) carrying `axes`."""
-  return nn.Embed(
-    num_embeddings,
-    features,
-    dtype=dtype,
-    embedding_init=nn.with_logical_partitioning(_KERNEL_INIT, axes),
-    name=name,
-  )
+# The project's own layers. What HF checkpoints start from is irrelevant:
+# the weights are loaded over it; initialisers only shape `jax.eval_shape`
+# and tests of random models.
+dense = base_layers.dense
+embed = base_layers.embed
 
 
 def layer_norm(epsilon: float, *, name: str, dtype: Any) -> nn.LayerNorm:
