@@ -74,15 +74,20 @@ def _corpus_batches(loaded, corpus):
   )
 
 
-def exact_blocks(loaded, corpus, queries):
-  """Per-block exact Grams [blocks, queries, corpus] and squared norms."""
+def whole_gradient_encoder(loaded):
+  """Corrected, unprojected, unnormalised gradients: [examples, P]."""
   config = encoder_lib.preset(
     "trackstar_no_hessian",
     correction=_CORRECTION.value,
     projection=projection_lib.ProjectionSpec(kind="none"),
   )
   config = encoder_lib.dataclasses.replace(config, normalize=False)
-  encoder = encoder_lib.from_checkpoint(loaded, config)
+  return encoder_lib.from_checkpoint(loaded, config)
+
+
+def exact_blocks(loaded, corpus, queries):
+  """Per-block exact Grams [blocks, queries, corpus] and squared norms."""
+  encoder = whole_gradient_encoder(loaded)
   blocks = encoder.layout.blocks
   query_side = encoder_lib.encode_queries(
     encoder,
@@ -154,13 +159,7 @@ def compare(scores, exact, ids, queries):
 
 def side_covariances(loaded, corpus):
   """Per matrix, Σ G Gᵀ and Σ GᵀG over a seeded sample's unit-norm G."""
-  config = encoder_lib.preset(
-    "trackstar_no_hessian",
-    correction=_CORRECTION.value,
-    projection=projection_lib.ProjectionSpec(kind="none"),
-  )
-  config = encoder_lib.dataclasses.replace(config, normalize=False)
-  encoder = encoder_lib.from_checkpoint(loaded, config)
+  encoder = whole_gradient_encoder(loaded)
   rng = np.random.default_rng(0)
   size = min(_BASIS_SAMPLE.value, len(corpus))
   sample = [corpus[i] for i in np.sort(rng.choice(len(corpus), size, False))]

@@ -127,7 +127,7 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
     ValueError: If `batch_size` or the mesh's data axis does not split
       evenly over the processes.
   """
-  opts = encode_lib.measure_layout(encode_lib.estimate_correction(options))
+  opts = encode_lib.measured_options(options)
   process, processes = jax.process_index(), jax.process_count()
   if opts.batch_size % processes:
     raise ValueError(

@@ -18,13 +18,14 @@ output does not depend on padding or batch composition.
 """
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -452,23 +453,48 @@ def energy_sample(
 SECOND_MOMENTS = "second_moments.npz"  # an estimated V, beside the store
 
 
-def estimate_correction(options: EncodeOptions) -> EncodeOptions:
+def one_device_loader(checkpoint: str) -> Callable[[], Any]:
+  """Loads `checkpoint` on one local device, once, when first called.
+
+  One local device: every process of a multi-process job measures the same
+  numbers on its own.
+  """
+
+  @functools.cache
+  def load():
+    from trak_jax import checkpoint as checkpoint_lib
+    from trak_jax import partitioning
+
+    mesh = partitioning.make_mesh(devices=jax.local_devices()[:1])
+    return checkpoint_lib.load_checkpoint(checkpoint, mesh=mesh)
+
+  return load
+
+
+def measured_options(options: EncodeOptions) -> EncodeOptions:
+  """`options` with what the job measures before it encodes: an estimated
+  V (`estimate_correction`), then the layout (`measure_layout`), loading the
+  checkpoint at most once."""
+  load = one_device_loader(options.checkpoint)
+  return measure_layout(estimate_correction(options, load), load)
+
+
+def estimate_correction(
+  options: EncodeOptions, load: Callable[[], Any] | None = None
+) -> EncodeOptions:
   """`options` whose "estimated" correction has its saved V.
 
   V is the mean squared per-example gradient over a seeded corpus sample
   of `estimate_sample` examples, saved beside the store (`SECOND_MOMENTS`)
   once; a rerun takes the saved one. Its digest enters the fingerprint, so
-  queries or a Hessian made with another V are refused by name.
+  queries or a Hessian made with another V are refused by name. `load`
+  gives the checkpoint (default: `one_device_loader`).
   """
   spec = options.encoder_config.correction
   if spec.kind != "estimated" or spec.estimate_path is not None:
     return options
-  from trak_jax import checkpoint as checkpoint_lib
-  from trak_jax import partitioning
-
   path = os.path.join(options.output_dir, SECOND_MOMENTS)
-  mesh = partitioning.make_mesh(devices=jax.local_devices()[:1])
-  loaded = checkpoint_lib.load_checkpoint(options.checkpoint, mesh=mesh)
+  loaded = (load or one_device_loader(options.checkpoint))()
   if files.exists(path):
     fix = correction_lib.load_estimate(
       dataclasses.replace(spec, estimate_path=path), loaded.params
@@ -495,11 +521,14 @@ def estimate_correction(options: EncodeOptions) -> EncodeOptions:
   )
 
 
-def measure_layout(options: EncodeOptions) -> EncodeOptions:
+def measure_layout(
+  options: EncodeOptions, load: Callable[[], Any] | None = None
+) -> EncodeOptions:
   """`options` whose projection layout has its block energies.
 
   A store that recorded them (a rerun) gives its own; otherwise they are
   measured on a seeded corpus sample and, if given, the energy queries.
+  `load` gives the checkpoint (default: `one_device_loader`).
   """
   config = options.encoder_config
   if not config.projection.needs_energy:
@@ -511,13 +540,7 @@ def measure_layout(options: EncodeOptions) -> EncodeOptions:
     config = encoder_lib.with_recorded_layout(config, recorded.to_dict())
     if not config.projection.needs_energy:
       return dataclasses.replace(options, encoder_config=config)
-  from trak_jax import checkpoint as checkpoint_lib
-  from trak_jax import partitioning
-
-  # One local device: every process of a multi-process job measures the
-  # same numbers on its own.
-  mesh = partitioning.make_mesh(devices=jax.local_devices()[:1])
-  loaded = checkpoint_lib.load_checkpoint(options.checkpoint, mesh=mesh)
+  loaded = (load or one_device_loader(options.checkpoint))()
   max_len = options.max_len or loaded.model_config.max_len
   spec = config.projection
   corpus = corpus_batches(
@@ -581,7 +604,7 @@ class EncodeCorpus(beam.PTransform):
     self._options = options
 
   def expand(self, sources):
-    opts = measure_layout(estimate_correction(self._options))
+    opts = measured_options(self._options)
     fingerprint = encoder_lib.fingerprint_for_checkpoint(
       opts.checkpoint, opts.encoder_config
     )

@@ -210,7 +210,7 @@ class TrackStarEncoder:
     self.fingerprint = make_fingerprint(
       checkpoint_digest=checkpoint_digest, config=config, layout=self.layout
     )
-    self._factor_fn = gradients.make_factor_fn(apply_fn, params)
+    self._factor_fn = gradients.make_factor_fn(apply_fn, params, self.views)
     self._features = self._compile(finalize=False)
     self._encode = self._compile(finalize=True)
 

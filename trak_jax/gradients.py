@@ -83,7 +83,9 @@ def per_example_grads(
 
 
 def make_factor_fn(
-  apply_fn: capture.ApplyFn, params: Any
+  apply_fn: capture.ApplyFn,
+  params: Any,
+  views: dict[Path, tuple[int, int]] | None = None,
 ) -> Callable[[Any, jax.Array, jax.Array], Factors]:
   """Returns `(params, token_ids, loss_mask) -> Factors` for a batch.
 
@@ -94,8 +96,10 @@ def make_factor_fn(
   Args:
     apply_fn: (params, token_ids [batch, seq]) -> logits, any Flax model.
     params: The parameters (arrays or shapes), for the parameter structure.
+    views: `capture.matrix_views(apply_fn, params)`, if already found.
   """
-  views = capture.matrix_views(apply_fn, params)
+  if views is None:
+    views = capture.matrix_views(apply_fn, params)
 
   def one_example(params, token_ids, loss_mask):
     flat = flat_params(params)
