@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
   "absl-py>=2.1",
   # Hugging Face checkpoints (trak_jax.hf), read through its numpy API.
   "safetensors>=0.4,<1",
+  # Hugging Face tokenizers (tokenizer.json) of imported checkpoints.
+  "tokenizers>=0.20,<1",
   # bfloat16 for numpy (safetensors' numpy API); jax depends on it too.
   "ml_dtypes>=0.5",
   # tensorflow-datasets 4.9.10 uses it without declaring it.
@@ -65,6 +67,7 @@ setuptools.setup(
       "trak-jax-retrieve = pipelines.retrieve_main:run",
       "trak-jax-eval = pipelines.evaluate_main:run",
       "trak-jax-plan = trak_jax.plan_main:run",
+      "trak-jax-import = trak_jax.import_main:run",
     ]
   },
 )

@@ -145,7 +145,7 @@ def run(options: encode_lib.EncodeOptions) -> dict[str, Any]:
   loaded = checkpoint_lib.load_checkpoint(opts.checkpoint, mesh=mesh)
   encoder = encoder_lib.from_checkpoint(loaded, opts.encoder_config)
   fingerprint = encoder.fingerprint
-  max_len = opts.max_len or loaded.model_config.max_len
+  max_len = opts.max_len or loaded.max_len
 
   def done(index):
     return store_lib.done_shard(

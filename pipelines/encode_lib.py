@@ -168,7 +168,7 @@ class EncodeShard(beam.DoFn):
       self._fingerprint, what="encoder built on the worker"
     )
     self._tokenizer = loaded.tokenizer
-    self._max_len = opts.max_len or loaded.model_config.max_len
+    self._max_len = opts.max_len or loaded.max_len
     self._shapes_seen: set[tuple[int, ...]] = set()
     # Metrics can only be reported from `process`; the first call does.
     self._unreported_setup_ms = _ms_since(start)
@@ -509,7 +509,7 @@ def estimate_correction(
         seed=options.encoder_config.projection.seed,
       ),
       options=options,
-      max_len=options.max_len or loaded.model_config.max_len,
+      max_len=options.max_len or loaded.max_len,
     )
     fix = encoder_lib.estimated_correction(loaded, spec, sample)
     files.makedirs(options.output_dir)
@@ -541,7 +541,7 @@ def measure_layout(
     if not config.projection.needs_energy:
       return dataclasses.replace(options, encoder_config=config)
   loaded = (load or one_device_loader(options.checkpoint))()
-  max_len = options.max_len or loaded.model_config.max_len
+  max_len = options.max_len or loaded.max_len
   spec = config.projection
   corpus = corpus_batches(
     loaded.tokenizer,

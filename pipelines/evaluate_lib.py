@@ -111,9 +111,18 @@ class EvaluateOptions:
   scann: bool = True
 
 
-def checkpoint_correction(optimizer_name: str) -> str:
-  """The correction that reads the optimizer's own second moments."""
+def checkpoint_correction(optimizer_name: str | None) -> str:
+  """The correction that reads the optimizer's own second moments;
+  "estimated" for a checkpoint without an optimizer (an import)."""
+  if optimizer_name is None:
+    return "estimated"
   return {"adamw": "adam", "adafactor": "adafactor"}[optimizer_name]
+
+
+def optimizer_name(checkpoint) -> str | None:
+  """The name of a checkpoint's (or header's) optimizer, None if it has none."""
+  config = checkpoint.optimizer_config
+  return None if config is None else config.name
 
 
 def method_configs(
@@ -260,8 +269,10 @@ def tail_patch(
   queries past `limit`); the ground-truth passages as a reference row."""
   patcher = tailpatch_lib.TailPatcher.from_checkpoint(
     loaded,
-    step_size=step_size,
-    seq_len=loaded.metadata.get("train_config", {}).get("seq_len"),
+    step_size=step_size or loaded.metadata.get("final_learning_rate"),
+    optimizer="checkpoint" if loaded.opt_state is not None else "sgd",
+    seq_len=loaded.metadata.get("train_config", {}).get("seq_len")
+    or loaded.max_len,
   )
   by_id = {q.id: q for q in queries}
   chosen = records[:limit] if limit is not None else records
@@ -422,7 +433,7 @@ def score_distribution(options, configs, indexes, loaded, queries, method):
     loaded.tokenizer,
     queries,
     batch_size=options.batch_size,
-    max_len=loaded.model_config.max_len,
+    max_len=loaded.max_len,
   )
   scores = encoded.features @ built.vectors.T  # [queries, corpus]
   position = {example_id: i for i, example_id in enumerate(built.ids)}
@@ -436,7 +447,7 @@ def score_distribution(options, configs, indexes, loaded, queries, method):
 
 def _corpus_batches(loaded, corpus: dict[str, str], options):
   examples = [data_lib.CorpusExample(i, t) for i, t in sorted(corpus.items())]
-  max_len = loaded.model_config.max_len
+  max_len = loaded.max_len
   tokenized = encode_lib.tokenize_examples(
     loaded.tokenizer, examples, max_len=max_len, truncate=True, rejected=[]
   )
@@ -459,7 +470,7 @@ def method_scores(loaded, index_dir, queries, options) -> tuple:
     loaded.tokenizer,
     queries,
     batch_size=options.batch_size,
-    max_len=loaded.model_config.max_len,
+    max_len=loaded.max_len,
   )
   return encoded.features @ built.vectors.T, list(built.ids)
 
@@ -479,7 +490,7 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   proponents it retrieved; a Spearman correlation over the whole corpus is
   not defined for it, so it has none."""
   correction = options.correction or checkpoint_correction(
-    loaded.optimizer_config.name
+    optimizer_name(loaded)
   )
   if correction == "estimated":  # The V the stores saved and recorded.
     correction = next(
@@ -625,6 +636,21 @@ def hessian_summaries(output_dir: str) -> dict[str, dict]:
   return summaries
 
 
+def _check_step_size(options: EvaluateOptions, header) -> None:
+  """Fails before the long steps if tail-patch would have no step size."""
+  if (
+    header.optimizer_config is None
+    and options.tailpatch_queries != 0
+    and not options.tailpatch_step_size
+    and not header.metadata.get("final_learning_rate")
+  ):
+    raise ValueError(
+      f"{header.path}: the checkpoint has no optimizer to take tail-patch's "
+      "step size from: set tailpatch_step_size (or import with "
+      "--learning_rate), or tailpatch_queries=0"
+    )
+
+
 def run_evaluation(
   options: EvaluateOptions, *, make_pipeline: Callable[[], Any]
 ) -> dict[str, Any]:
@@ -632,7 +658,8 @@ def run_evaluation(
   start = time.perf_counter()
   files.makedirs(options.output_dir)
   header = checkpoint_lib.read_header(options.checkpoint)
-  configs = method_configs(options, header.optimizer_config.name)
+  _check_step_size(options, header)
+  configs = method_configs(options, optimizer_name(header))
   indexes = build_indexes(options, configs, make_pipeline)
   _log("retrieve with every method")
   report_dir = os.path.join(options.output_dir, "report")
@@ -700,7 +727,11 @@ def run_evaluation(
     "hessians": hessian_summaries(options.output_dir),
     "scann": scann_summary(indexes),
     "step_size": step_size,
-    "step": "one step of the checkpoint's optimizer, its state restored",
+    "step": (
+      "one step of the checkpoint's optimizer, its state restored"
+      if loaded.opt_state is not None
+      else "one plain SGD step (the checkpoint has no optimizer state)"
+    ),
     "model_accuracy": float(np.mean([r["correct"] for r in records])),
     "correction": configs.get(
       "trackstar", next(iter(configs.values()))
@@ -742,6 +773,7 @@ def evaluate(
   output_dir: str,
   dim: int | None = None,
   tailpatch_queries: int | None = None,
+  tailpatch_step_size: float | None = None,
   hessian_mix: float | None = None,
   group_by: Sequence[str] = ("frequency_bucket",),
   scann: bool = True,
@@ -749,8 +781,9 @@ def evaluate(
   """Runs the evaluation with default settings, prints the table.
 
   `dim` is d (None: the projection's default); `hessian_mix` is
-  TrackStar's λ (None: the k-th-eigenvalue rule); `scann` adds the row
-  `trackstar_scann` (TrackStar searched through ScaNN).
+  TrackStar's λ (None: the k-th-eigenvalue rule); `tailpatch_step_size`
+  the learning rate of tail-patch's step (None: the checkpoint's); `scann`
+  adds the row `trackstar_scann` (TrackStar searched through ScaNN).
   """
   options = EvaluateOptions(
     corpus=corpus,
@@ -764,6 +797,7 @@ def evaluate(
     ),
     hessian=hessian_core.HessianSpec(mix=hessian_mix),
     tailpatch_queries=tailpatch_queries,
+    tailpatch_step_size=tailpatch_step_size,
     group_by=tuple(group_by),
     scann=scann,
   )

@@ -34,6 +34,12 @@ _MIX = flags.DEFINE_float(
 _TAILPATCH = flags.DEFINE_integer(
   "tailpatch_queries", None, "Queries scored by tail-patch (default all)."
 )
+_STEP_SIZE = flags.DEFINE_float(
+  "tailpatch_step_size",
+  None,
+  "Learning rate of tail-patch's step (default: the checkpoint's final one; "
+  "needed for an imported checkpoint without optimizer or --learning_rate).",
+)
 _SCANN = flags.DEFINE_bool(
   "scann",
   True,
@@ -72,6 +78,7 @@ def main(argv):
     output_dir=_OUTPUT_DIR.value,
     dim=_DIM.value,
     tailpatch_queries=_TAILPATCH.value,
+    tailpatch_step_size=_STEP_SIZE.value,
     hessian_mix=_MIX.value,
     group_by=_GROUP_BY.value,
     scann=_SCANN.value,

@@ -115,7 +115,7 @@ class EncodeQueryFeatures(beam.DoFn):
       loaded, self._options.encoder_config
     )
     self._tokenizer = loaded.tokenizer
-    self._max_len = loaded.model_config.max_len
+    self._max_len = loaded.max_len
 
   def process(self, queries) -> Iterator[np.ndarray]:
     out = encoder_lib.encode_queries(

@@ -137,7 +137,7 @@ class SearchQueries(beam.DoFn):
         loaded.tokenizer,
         queries,
         batch_size=self._options.batch_size,
-        max_len=loaded.model_config.max_len,
+        max_len=loaded.max_len,
       )
       if index is None:
         features = np.asarray(encoded.features, np.float32)

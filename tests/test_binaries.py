@@ -13,6 +13,7 @@ BINARIES = (
   "pipelines.retrieve_main",
   "pipelines.evaluate_main",
   "trak_jax.plan_main",
+  "trak_jax.import_main",
 )
 
 

@@ -29,8 +29,14 @@ def _logits(params, ids) -> np.ndarray:
 class WordTokenizer:
   """Word "w<i>" <-> id i, so any id sequence is exactly some text."""
 
+  bos_id = tokenizer_lib.BOS_ID
+  eos_id = tokenizer_lib.EOS_ID
+
   def encode(self, text: str) -> list[int]:
     return [int(word[1:]) for word in text.split()]
+
+  def encode_query(self, prompt: str, target: str):
+    return self.encode(prompt), self.encode(target)
 
   def decode(self, ids) -> str:
     kept = [int(i) for i in ids if int(i) > tokenizer_lib.EOS_ID]

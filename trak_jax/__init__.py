@@ -27,6 +27,7 @@ from trak_jax.encoder import from_checkpoint as encoder_from_checkpoint
 from trak_jax.hessian import HessianSpec
 from trak_jax.index import Index, ScannSpec
 from trak_jax.model import ModelConfig, Transformer
+from trak_jax.models import logits
 from trak_jax.optimizer import OptimizerConfig
 from trak_jax.partitioning import make_mesh
 from trak_jax.projection import ProjectionSpec
@@ -63,6 +64,7 @@ __all__ = [
   "encoder_from_checkpoint",
   "hf",
   "load_checkpoint",
+  "logits",
   "make_mesh",
   "preset",
   "read_corpus",

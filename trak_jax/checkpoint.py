@@ -7,13 +7,16 @@ Layout: `<checkpoint_dir>/<step>/` with three Orbax items:
   the sharded layout of a given mesh;
 - `metadata`: JSON with the model and optimizer configs, the training
   settings and a digest of the parameters (the checkpoint's fingerprint);
-- `tokenizer`: JSON holding the SentencePiece model (base64).
+- `tokenizer`: JSON holding the SentencePiece model (base64) or an imported
+  model's Hugging Face `tokenizer.json` (`trak_jax.tokenizer.to_item`).
 
 Keeping the whole optax state lets the encoder read Adam's `nu` or
-Adafactor's `v_row`/`v_col` back (DESIGN.md section 1, "V").
+Adafactor's `v_row`/`v_col` back (DESIGN.md section 1, "V"). The model is
+any of `trak_jax.models`: checkpoints that `trak-jax-import` writes hold a
+Hugging Face port, step 0 and, when the model came without its optimizer
+state, no optimizer (`optimizer_config` and `opt_state` None).
 """
 
-import base64
 import hashlib
 import os
 from typing import Any, NamedTuple
@@ -24,8 +27,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from trak_jax import files, partitioning
-from trak_jax import model as model_lib
+from trak_jax import files, models, partitioning
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
 
@@ -40,9 +42,9 @@ class Checkpoint(NamedTuple):
   """A checkpoint loaded onto a mesh."""
 
   state: TrainState
-  model_config: model_lib.ModelConfig
-  optimizer_config: optimizer_lib.OptimizerConfig
-  tokenizer: tokenizer_lib.Tokenizer
+  model_config: models.ModelConfig
+  optimizer_config: optimizer_lib.OptimizerConfig | None
+  tokenizer: tokenizer_lib.AnyTokenizer
   metadata: dict[str, Any]  # everything in the `metadata` item
   digest: str  # sha256 of the parameters, hex
   path: str  # the step directory
@@ -50,6 +52,16 @@ class Checkpoint(NamedTuple):
   @property
   def params(self) -> Any:
     return self.state.params
+
+  @property
+  def max_len(self) -> int:
+    """The longest sequence jobs feed the model: the model's own limit, or
+    less where the checkpoint says so (`max_len` in its metadata, set by
+    `trak-jax-import`)."""
+    return min(
+      self.model_config.max_len,
+      self.metadata.get("max_len") or self.model_config.max_len,
+    )
 
   @property
   def opt_state(self) -> optax.OptState:
@@ -89,27 +101,28 @@ class CheckpointWriter:
     self,
     state: TrainState,
     *,
-    model_config: model_lib.ModelConfig,
-    optimizer_config: optimizer_lib.OptimizerConfig,
-    tokenizer: tokenizer_lib.Tokenizer,
+    model_config: models.ModelConfig,
+    optimizer_config: optimizer_lib.OptimizerConfig | None,
+    tokenizer: tokenizer_lib.AnyTokenizer,
     extra_metadata: dict[str, Any] | None = None,
   ) -> str:
     """Saves `state` with its configs and tokenizer; returns the step dir."""
     step = int(state.step)
     metadata = {
       "step": step,
-      "model_config": model_config.to_dict(),
-      "optimizer_config": optimizer_config.to_dict(),
+      "model_config": models.to_dict(model_config),
+      "optimizer_config": (
+        None if optimizer_config is None else optimizer_config.to_dict()
+      ),
       "params_digest": params_digest(state.params),
       **(extra_metadata or {}),
     }
-    encoded = base64.b64encode(tokenizer.model_proto).decode("ascii")
     self._manager.save(
       step,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         metadata=ocp.args.JsonSave(metadata),
-        tokenizer=ocp.args.JsonSave({"sentencepiece_model": encoded}),
+        tokenizer=ocp.args.JsonSave(tokenizer_lib.to_item(tokenizer)),
       ),
     )
     self._manager.wait_until_finished()
@@ -120,8 +133,8 @@ class CheckpointWriter:
 
 
 def abstract_train_state(
-  model_config: model_lib.ModelConfig,
-  optimizer_config: optimizer_lib.OptimizerConfig,
+  model_config: models.ModelConfig,
+  optimizer_config: optimizer_lib.OptimizerConfig | None,
   mesh: Mesh,
 ) -> TrainState:
   """Shapes, dtypes and shardings of a `TrainState`, computing nothing."""
@@ -170,12 +183,22 @@ def resolve_checkpoint_dir(
 class Header(NamedTuple):
   """What a checkpoint says about itself, without its arrays."""
 
-  model_config: model_lib.ModelConfig
-  optimizer_config: optimizer_lib.OptimizerConfig
-  tokenizer: tokenizer_lib.Tokenizer
+  model_config: models.ModelConfig
+  optimizer_config: optimizer_lib.OptimizerConfig | None
+  tokenizer: tokenizer_lib.AnyTokenizer
   metadata: dict[str, Any]
   digest: str
   path: str  # the step directory
+
+  @property
+  def max_len(self) -> int:
+    """The longest sequence jobs feed the model: the model's own limit, or
+    less where the checkpoint says so (`max_len` in its metadata, set by
+    `trak-jax-import`)."""
+    return min(
+      self.model_config.max_len,
+      self.metadata.get("max_len") or self.model_config.max_len,
+    )
 
 
 def read_header(path: str, *, step: int | None = None) -> Header:
@@ -196,13 +219,15 @@ def read_header(path: str, *, step: int | None = None) -> Header:
   finally:
     manager.close()
   metadata = dict(header.metadata)
-  proto = base64.b64decode(header.tokenizer["sentencepiece_model"])
+  optimizer = metadata["optimizer_config"]
   return Header(
-    model_config=model_lib.ModelConfig.from_dict(metadata["model_config"]),
-    optimizer_config=optimizer_lib.OptimizerConfig.from_dict(
-      metadata["optimizer_config"]
+    model_config=models.from_dict(metadata["model_config"]),
+    optimizer_config=(
+      None
+      if optimizer is None
+      else optimizer_lib.OptimizerConfig.from_dict(optimizer)
     ),
-    tokenizer=tokenizer_lib.Tokenizer(proto),
+    tokenizer=tokenizer_lib.from_item(dict(header.tokenizer)),
     metadata=metadata,
     digest=metadata["params_digest"],
     path=os.path.join(directory, str(step)),

@@ -303,8 +303,16 @@ def read_queries(path: str | os.PathLike) -> list[Query]:
   return queries
 
 
+def _bos(tokenizer: tokenizer_lib.AnyTokenizer) -> list[int]:
+  return [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+
+
+def _eos(tokenizer: tokenizer_lib.AnyTokenizer) -> list[int]:
+  return [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+
+
 def tokenize_text(
-  tokenizer: tokenizer_lib.Tokenizer,
+  tokenizer: tokenizer_lib.AnyTokenizer,
   text: str,
   *,
   max_len: int,
@@ -313,23 +321,24 @@ def tokenize_text(
   """Token ids and loss mask of a training example: loss on every token.
 
   Returns:
-    ([n] int32 ids `[bos] + text + [eos]`, [n] float32 mask), n <= max_len.
+    ([n] int32 ids `[bos] + text + [eos]`, [n] float32 mask), n <= max_len
+    (no bos or eos where the tokenizer has none).
 
   Raises:
     TooLongError: If the example is longer than `max_len` and not `truncate`.
   """
-  ids = [tokenizer_lib.BOS_ID, *tokenizer.encode(text), tokenizer_lib.EOS_ID]
+  ids = [*_bos(tokenizer), *tokenizer.encode(text), *_eos(tokenizer)]
   if len(ids) > max_len:
     if not truncate:
       raise TooLongError(f"{len(ids)} tokens > max_len={max_len}")
     ids = ids[:max_len]
   mask = np.ones(len(ids), np.float32)
-  mask[0] = 0.0  # Nothing predicts the first token.
+  mask[:1] = 0.0  # Nothing predicts the first token.
   return np.asarray(ids, np.int32), mask
 
 
 def tokenize_query(
-  tokenizer: tokenizer_lib.Tokenizer,
+  tokenizer: tokenizer_lib.AnyTokenizer,
   prompt: str,
   target: str,
   *,
@@ -343,8 +352,8 @@ def tokenize_query(
   Raises:
     TooLongError: If prompt and target do not fit in `max_len`.
   """
-  prompt_ids = [tokenizer_lib.BOS_ID, *tokenizer.encode(prompt)]
-  target_ids = tokenizer.encode(target)
+  prompt_ids, target_ids = tokenizer.encode_query(prompt, target)
+  prompt_ids = [*_bos(tokenizer), *prompt_ids]
   ids = prompt_ids + target_ids
   if len(ids) > max_len:
     raise TooLongError(f"query has {len(ids)} tokens > max_len={max_len}")

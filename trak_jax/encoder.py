@@ -27,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from trak_jax import capture, gradients, partitioning
+from trak_jax import capture, gradients, models, partitioning
 from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import hessian as hessian_lib
-from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
 
 
@@ -163,11 +162,11 @@ def fingerprint_for_checkpoint(path: str, config: EncoderConfig) -> Fingerprint:
 
 
 def model_layout(
-  model_config: model_lib.ModelConfig, spec: projection_lib.ProjectionSpec
+  model_config: models.ModelConfig, spec: projection_lib.ProjectionSpec
 ) -> projection_lib.Layout:
-  """The projection layout of the project's model, computing nothing."""
-  shapes = model_lib.abstract_params(model_config)
-  views = capture.matrix_views(model_lib.apply_fn(model_config), shapes)
+  """The projection layout of a checkpoint's model, computing nothing."""
+  shapes = models.abstract_params(model_config)
+  views = capture.matrix_views(models.apply_fn(model_config), shapes)
   return projection_lib.make_layout(spec, shapes, views)
 
 
@@ -479,7 +478,7 @@ def from_checkpoint(
     )
   params = checkpoint.params
   mesh = jax.tree.leaves(params)[0].sharding.mesh
-  apply_fn = model_lib.apply_fn(checkpoint.model_config)
+  apply_fn = models.apply_fn(checkpoint.model_config)
   fix = _correction(
     config.correction,
     checkpoint.opt_state,
@@ -528,7 +527,7 @@ def estimated_correction(
     spec,
     None,
     checkpoint.params,
-    model_lib.apply_fn(checkpoint.model_config),
+    models.apply_fn(checkpoint.model_config),
     batches,
   )
 

@@ -10,12 +10,14 @@ import collections
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from trak_jax import data as data_lib
 from trak_jax import model as model_lib
+from trak_jax import models
 from trak_jax import tokenizer as tokenizer_lib
 
 
@@ -30,7 +32,7 @@ def _batches(items: Sequence[Any], size: int):
     yield items[start : start + size]
 
 
-def make_scorer(model: model_lib.Transformer):
+def make_scorer(model: nn.Module):
   """Jitted (params, batch) -> ([b] all-argmax-correct, [b] target log p)."""
 
   @jax.jit
@@ -46,7 +48,7 @@ def make_scorer(model: model_lib.Transformer):
   return score
 
 
-def make_greedy_decoder(model: model_lib.Transformer, *, new_tokens: int):
+def make_greedy_decoder(model: nn.Module, *, new_tokens: int):
   """Jitted greedy decoding of `new_tokens` tokens after each prompt."""
 
   @jax.jit
@@ -71,8 +73,8 @@ def make_greedy_decoder(model: model_lib.Transformer, *, new_tokens: int):
 
 def answer_queries(
   params: Any,
-  model_config: model_lib.ModelConfig,
-  tokenizer: tokenizer_lib.Tokenizer,
+  model_config: models.ModelConfig,
+  tokenizer: tokenizer_lib.AnyTokenizer,
   queries: Sequence[data_lib.Query],
   *,
   batch_size: int = 64,
@@ -94,16 +96,20 @@ def answer_queries(
   Returns:
     Per query: correct or not, log p(target | prompt), predicted text.
   """
-  model = model_lib.Transformer(model_config)
-  seq_len = model_config.max_len
+  model = models.build_module(model_config)
+  max_len = model_config.max_len
   score = make_scorer(model)
   decode = make_greedy_decoder(model, new_tokens=new_tokens)
   correct, log_probs, predictions = [], [], []
   for chunk in _batches(list(queries), batch_size):
     encoded = [
-      data_lib.tokenize_query(tokenizer, q.prompt, q.target, max_len=seq_len)
+      data_lib.tokenize_query(tokenizer, q.prompt, q.target, max_len=max_len)
       for q in chunk
     ]
+    # Padded to a multiple of 16 past the longest query and its answer, not
+    # to `max_len` (thousands of positions for an imported model).
+    longest = max(len(ids) for ids, _ in encoded) + new_tokens
+    seq_len = min(max_len, -(-longest // 16) * 16)
     batch = data_lib.pad_batch(encoded, seq_len=seq_len)
     hit, log_prob = score(params, batch.token_ids, batch.loss_mask)
     correct.append(np.asarray(hit))

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
-from trak_jax import files, partitioning
+from trak_jax import files, models, partitioning
 from trak_jax import model as model_lib
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
@@ -105,20 +105,26 @@ def _boxed_init_fn(model: model_lib.Transformer, seq_len: int):
 
 
 def abstract_state_and_shardings(
-  model_config: model_lib.ModelConfig,
-  optimizer_config: optimizer_lib.OptimizerConfig,
+  model_config: models.ModelConfig,
+  optimizer_config: optimizer_lib.OptimizerConfig | None,
   mesh: Mesh,
 ) -> tuple[TrainState, TrainState]:
-  """(abstract `TrainState`, `TrainState` of shardings), computing nothing."""
-  model = model_lib.Transformer(model_config)
-  boxed = jax.eval_shape(
-    _boxed_init_fn(model, model_config.max_len), jax.random.key(0)
-  )
+  """(abstract `TrainState`, `TrainState` of shardings), computing nothing.
+
+  Any model of `trak_jax.models`; without an optimizer (an imported
+  checkpoint that came without its state) `opt_state` is None.
+  """
+  boxed = jax.eval_shape(models.boxed_init_fn(model_config), jax.random.key(0))
   params_shardings = partitioning.logical_shardings(boxed, mesh)
   abstract_params = nn.unbox(boxed)
-  abstract_opt = jax.eval_shape(
-    optimizer_lib.make_optimizer(optimizer_config).init, abstract_params
-  )
+  abstract_opt = opt_shardings = None
+  if optimizer_config is not None:
+    abstract_opt = jax.eval_shape(
+      optimizer_lib.make_optimizer(optimizer_config).init, abstract_params
+    )
+    opt_shardings = _opt_state_shardings(
+      abstract_opt, abstract_params, params_shardings, mesh
+    )
   abstract = TrainState(
     step=jax.ShapeDtypeStruct((), jnp.int32),
     params=abstract_params,
@@ -127,9 +133,7 @@ def abstract_state_and_shardings(
   shardings = TrainState(
     step=partitioning.replicated(mesh),
     params=params_shardings,
-    opt_state=_opt_state_shardings(
-      abstract_opt, abstract_params, params_shardings, mesh
-    ),
+    opt_state=opt_shardings,
   )
   return abstract, shardings
 

@@ -8,6 +8,7 @@ from tests import helpers
 from trak_jax import correction as correction_lib
 from trak_jax import gradients
 from trak_jax import model as model_lib
+from trak_jax import tokenizer as tokenizer_lib
 from trak_jax.eval import exact as exact_lib
 
 
@@ -17,14 +18,21 @@ class _Loaded:
   def __init__(self, state, tokenizer):
     self.params, self.opt_state = state.params, state.opt_state
     self.model_config, self.digest = helpers.TINY_MODEL, "digest"
+    self.max_len = helpers.TINY_MODEL.max_len
     self.tokenizer = tokenizer
 
 
 class _Tokenizer:
   """Characters as token ids."""
 
+  bos_id = tokenizer_lib.BOS_ID
+  eos_id = tokenizer_lib.EOS_ID
+
   def encode(self, text):
     return [4 + ord(c) % 50 for c in text]
+
+  def encode_query(self, prompt, target):
+    return self.encode(prompt), self.encode(target)
 
 
 def corrected_unit_grads(state, batch):

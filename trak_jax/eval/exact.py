@@ -107,7 +107,7 @@ def exact_scores(
       loaded.tokenizer,
       chunk,
       batch_size=batch_size,
-      max_len=loaded.model_config.max_len,
+      max_len=loaded.max_len,
     ).features  # [group, P], unit rows
     column = 0
     for step, (row_ids, batch) in enumerate(corpus_batches):

@@ -40,6 +40,7 @@ so lower it for large models.
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +48,7 @@ import optax
 
 from trak_jax import data as data_lib
 from trak_jax import model as model_lib
+from trak_jax import models
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
 
@@ -58,9 +60,7 @@ class _PromptAndTarget(Protocol):
   target: str
 
 
-def _log_prob(
-  model: model_lib.Transformer, params: Any, row: data_lib.Batch
-) -> jax.Array:
+def _log_prob(model: nn.Module, params: Any, row: data_lib.Batch) -> jax.Array:
   """log p(target | prompt) of one query row ([seq] ids and mask) -> []."""
   losses = model_lib.example_losses(
     model, params, row.token_ids[None], row.loss_mask[None]
@@ -69,7 +69,7 @@ def _log_prob(
 
 
 def _mean_token_loss(
-  model: model_lib.Transformer, params: Any, row: data_lib.Batch
+  model: nn.Module, params: Any, row: data_lib.Batch
 ) -> jax.Array:
   """Training loss of a batch of one passage row: mean token loss -> []."""
   logits = model.apply({"params": params}, row.token_ids[None])
@@ -81,7 +81,7 @@ def _mean_token_loss(
 
 
 def make_patch_delta(
-  model: model_lib.Transformer, tx: optax.GradientTransformation
+  model: nn.Module, tx: optax.GradientTransformation
 ) -> Callable[[Any, Any, data_lib.Batch, data_lib.Batch], jax.Array]:
   """A pure `patch_delta(params, opt_state, passage_row, query_row) -> []`.
 
@@ -169,9 +169,9 @@ class TailPatcher:
     self,
     params: Any,
     opt_state: Any,
-    model_config: model_lib.ModelConfig,
+    model_config: models.ModelConfig,
     optimizer_config: optimizer_lib.OptimizerConfig,
-    tokenizer: tokenizer_lib.Tokenizer,
+    tokenizer: tokenizer_lib.AnyTokenizer,
     *,
     step_size: float | None = None,
     optimizer: str = "checkpoint",
@@ -205,6 +205,11 @@ class TailPatcher:
         f"seq_len={seq_len} exceeds max_len={model_config.max_len}"
       )
     if step_size is None:
+      if optimizer_config is None:
+        raise ValueError(
+          "the checkpoint records no optimizer, so no learning rate: give "
+          "tail-patch a step size"
+        )
       step_size = optimizer_config.final_learning_rate
     self.step_size = float(step_size)
     self.optimizer = optimizer
@@ -216,7 +221,7 @@ class TailPatcher:
       optimizer_config, step_size=self.step_size, optimizer=optimizer
     )
     self._opt_state = self._state_for(tx, params, opt_state)
-    patch_delta = make_patch_delta(model_lib.Transformer(model_config), tx)
+    patch_delta = make_patch_delta(models.build_module(model_config), tx)
     self._patch_deltas = jax.jit(
       jax.vmap(patch_delta, in_axes=(None, None, 0, None))
     )

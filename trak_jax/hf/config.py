@@ -50,6 +50,11 @@ class GPT2Config:
   activation: str = "gelu_new"
   dtype: str = "float32"
 
+  @property
+  def max_len(self) -> int:
+    """The longest sequence the port reads."""
+    return self.max_positions
+
 
 @dataclasses.dataclass(frozen=True)
 class GPTNeoXConfig:
@@ -69,6 +74,7 @@ class GPTNeoXConfig:
     attention_bias: Whether QKV and the output projection have biases.
     tie_word_embeddings: Whether the head reuses `embed_in`.
     activation: "gelu" (exact) or "gelu_new" / "gelu_fast" (tanh).
+    max_positions: Longest sequence trained on (`max_position_embeddings`).
     dtype: Activation dtype name.
   """
 
@@ -84,11 +90,17 @@ class GPTNeoXConfig:
   attention_bias: bool = True
   tie_word_embeddings: bool = False
   activation: str = "gelu"
+  max_positions: int = 2048
   dtype: str = "float32"
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def max_len(self) -> int:
+    """The longest sequence the port reads."""
+    return self.max_positions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +124,7 @@ class LlamaConfig:
     sliding_window: Mistral/Qwen2 attention window, None for full attention;
       longer sequences are refused (the port has no sliding window).
     model_type: "llama", "mistral" or "qwen2", as read.
+    max_positions: Longest sequence trained on (`max_position_embeddings`).
     dtype: Activation dtype name.
   """
 
@@ -130,7 +143,13 @@ class LlamaConfig:
   tie_word_embeddings: bool = False
   sliding_window: int | None = None
   model_type: str = "llama"
+  max_positions: int = 2048
   dtype: str = "float32"
+
+  @property
+  def max_len(self) -> int:
+    """The longest sequence the port reads (within the sliding window)."""
+    return min(self.max_positions, self.sliding_window or self.max_positions)
 
 
 HFConfig = GPT2Config | GPTNeoXConfig | LlamaConfig
@@ -222,6 +241,7 @@ def _gpt_neox(fields: _Fields, dtype: str) -> GPTNeoXConfig:
     activation=fields.expect(
       "hidden_act", ("gelu", "gelu_new", "gelu_fast"), "gelu"
     ),
+    max_positions=fields.get("max_position_embeddings", 2048),
     dtype=dtype,
   )
 
@@ -260,6 +280,7 @@ def _llama(fields: _Fields, dtype: str) -> LlamaConfig:
     tie_word_embeddings=fields.get("tie_word_embeddings", False),
     sliding_window=sliding,
     model_type=model_type,
+    max_positions=fields.get("max_position_embeddings", 2048),
     dtype=dtype,
   )
 

@@ -54,7 +54,7 @@ class TensorSource:
       self._files = self._read_index(index)
       self.description = str(index)
     elif single.is_file():
-      with safe_open(single, framework="np") as f:
+      with _open(single) as f:
         self._files = dict.fromkeys(f.keys(), single)
       self.description = str(single)
     else:
@@ -93,8 +93,28 @@ class TensorSource:
     """
     if name not in self._files:
       raise HFWeightsError(f"{self.description}: tensor {name!r} is missing")
-    with safe_open(self._files[name], framework="np") as f:
-      return f.get_tensor(name)
+    path = self._files[name]
+    with _open(path) as f:
+      try:
+        return f.get_tensor(name)
+      except Exception as error:  # safetensors' own error type is private.
+        raise HFWeightsError(
+          f"{path}: tensor {name!r} is unreadable ({error})"
+        ) from error
+
+
+def _open(path: pathlib.Path):
+  """`safe_open` with an error that names the file (e.g. a truncated shard).
+
+  Raises:
+    HFWeightsError: If `path` is not a readable safetensors file.
+  """
+  try:
+    return safe_open(path, framework="np")
+  except Exception as error:  # safetensors' own error type is private.
+    raise HFWeightsError(
+      f"{path}: not a readable safetensors file ({error})"
+    ) from error
 
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: np.ndarray):
