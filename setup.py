@@ -65,6 +65,7 @@ setuptools.setup(
       "trak-jax-hessian = pipelines.hessian_main:run",
       "trak-jax-index = pipelines.index_main:run",
       "trak-jax-retrieve = pipelines.retrieve_main:run",
+      "trak-jax-score = pipelines.score_main:run",
       "trak-jax-eval = pipelines.evaluate_main:run",
       "trak-jax-plan = trak_jax.plan_main:run",
       "trak-jax-import = trak_jax.import_main:run",

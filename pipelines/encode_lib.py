@@ -180,20 +180,12 @@ class EncodeShard(beam.DoFn):
     ],
   ) -> Iterator[store_lib.ShardInfo]:
     start = time.perf_counter()
-    if self._unreported_setup_ms is not None:
-      self._setup_ms.update(self._unreported_setup_ms)
-      self._unreported_setup_ms = None
+    self.report_setup()
     index, examples = element
     rejected: list[store_lib.Rejection] = []
-    tokenized = tokenize_examples(
-      self._tokenizer,
-      unique(examples, rejected),
-      max_len=self._max_len,
-      truncate=self._options.truncate,
-      rejected=rejected,
-    )
+    tokenized = self.tokenize_shard(examples, rejected)
     records, failed = encode_tokenized(
-      self._timed_features,
+      self.timed_features,
       tokenized,
       batch_size=self._options.batch_size,
       max_len=self._max_len,
@@ -214,7 +206,30 @@ class EncodeShard(beam.DoFn):
     self._shard_ms.update(_ms_since(start))
     yield info
 
-  def _timed_features(self, batch: data_lib.Batch) -> encoder_lib.Encoded:
+  def report_setup(self) -> None:
+    """Reports `setup_ms`, once (metrics can only be reported from
+    `process`)."""
+    if self._unreported_setup_ms is not None:
+      self._setup_ms.update(self._unreported_setup_ms)
+      self._unreported_setup_ms = None
+
+  def tokenize_shard(
+    self,
+    examples: Iterable[tuple[tuple[str, int], data_lib.CorpusExample]],
+    rejected: list[store_lib.Rejection],
+  ) -> "list[Tokenized]":
+    """A shard's examples, one per id, tokenized; repeats and too long
+    examples are appended to `rejected`."""
+    return tokenize_examples(
+      self._tokenizer,
+      unique(examples, rejected),
+      max_len=self._max_len,
+      truncate=self._options.truncate,
+      rejected=rejected,
+    )
+
+  def timed_features(self, batch: data_lib.Batch) -> encoder_lib.Encoded:
+    """Host φ of `batch`, its time and shape reported."""
     start = time.perf_counter()
     out = encoder_lib.host_features(self._encoder, batch)
     elapsed = _ms_since(start)
@@ -346,6 +361,41 @@ def encode_tokenized(
     The records and the non-finite rejections, both in `tokenized` order.
   """
   results: list[Any] = [None] * len(tokenized)
+  for encoded in encode_batches(
+    features_fn,
+    tokenized,
+    batch_size=batch_size,
+    max_len=max_len,
+    length_buckets=length_buckets,
+  ):
+    for position, result in encoded:
+      results[position] = result
+  records = [r for r in results if isinstance(r, store_lib.EncodedRecord)]
+  failed = [r for r in results if isinstance(r, store_lib.Rejection)]
+  return records, failed
+
+
+def encode_batches(
+  features_fn: Any,
+  tokenized: Sequence[Tokenized],
+  *,
+  batch_size: int,
+  max_len: int,
+  length_buckets: Sequence[int] = (),
+) -> Iterator[list[tuple[int, store_lib.EncodedRecord | store_lib.Rejection]]]:
+  """Encodes examples batch by batch (`make_batches`), as they are made.
+
+  Args:
+    features_fn: A Batch -> host `Encoded`.
+    tokenized: The examples.
+    batch_size: Rows per batch.
+    max_len: The longest bucket.
+    length_buckets: As `make_batches`.
+
+  Yields:
+    Per batch, (position in `tokenized`, record or non-finite rejection)
+    of each of its examples.
+  """
   for planned in make_batches(
     tokenized,
     batch_size=batch_size,
@@ -353,11 +403,10 @@ def encode_tokenized(
     length_buckets=length_buckets,
   ):
     out = features_fn(planned.batch)
-    for row, position in enumerate(planned.rows):
-      results[position] = record_or_rejection(tokenized[position].id, out, row)
-  records = [r for r in results if isinstance(r, store_lib.EncodedRecord)]
-  failed = [r for r in results if isinstance(r, store_lib.Rejection)]
-  return records, failed
+    yield [
+      (position, record_or_rejection(tokenized[position].id, out, row))
+      for row, position in enumerate(planned.rows)
+    ]
 
 
 def record_or_rejection(example_id: str, out: encoder_lib.Encoded, row: int):

@@ -58,38 +58,87 @@ class IndexOptions:
 
 
 def load_preconditioner(options: IndexOptions, fingerprint):
-  """R^(-1/2) for the config and index.json's record of it.
+  """`fitted_preconditioner` of the job's config and Hessian directory."""
+  return fitted_preconditioner(
+    encoder_config=options.encoder_config,
+    hessian_dir=options.hessian_dir,
+    fingerprint=fingerprint,
+  )
+
+
+def fitted_preconditioner(
+  *,
+  encoder_config: encoder_lib.EncoderConfig,
+  hessian_dir: str | None,
+  fingerprint: encoder_lib.Fingerprint,
+):
+  """R^(-1/2) for a config and the record of it an output keeps.
+
+  Args:
+    encoder_config: Says whether there is a Hessian.
+    hessian_dir: The fitted Hessian (needed when the config has one).
+    fingerprint: What the encodings it finishes mean.
 
   Returns:
     (preconditioner, record), both None when the config has no Hessian;
     the record is `index.hessian_record`'s, with the digest of R^(-1/2).
 
   Raises:
+    ValueError: If the config has a Hessian and no directory is given.
     encoder.FingerprintMismatchError: If the Hessian was fitted on another
-      encoder's features than the store's.
+      encoder's features than `fingerprint` describes.
     index.HessianMismatchError: If its hessian.json records no digest, or
       not that of its R^(-1/2).
   """
-  if options.encoder_config.hessian.kind == "none":
+  if encoder_config.hessian.kind == "none":
     return None, None
-  if not options.hessian_dir:
+  if not hessian_dir:
     raise ValueError(
-      f"hessian '{options.encoder_config.hessian.kind}' is configured; "
+      f"hessian '{encoder_config.hessian.kind}' is configured; "
       "give the fitted Hessian's directory"
     )
-  preconditioner, info = hessian_lib.load(options.hessian_dir)
+  preconditioner, info = hessian_lib.load(hessian_dir)
   fingerprint.check_matches(
     encoder_lib.Fingerprint.from_dict(info["fingerprint"]),
-    what=f"hessian {options.hessian_dir}",
+    what=f"hessian {hessian_dir}",
   )
   record = index_lib.hessian_record(
-    preconditioner, info, hessian_dir=options.hessian_dir
+    preconditioner, info, hessian_dir=hessian_dir
   )
   return preconditioner, record
 
 
-def _digest(record: dict | None) -> str | None:
+def digest_of(record: dict | None) -> str | None:
+  """The R^(-1/2) digest of a `fitted_preconditioner` record (None: none)."""
   return None if record is None else record["preconditioner_digest"]
+
+
+def check_unchanged(
+  record: dict | None, expected: str | None, *, hessian_dir, output: str
+) -> None:
+  """Raises index.HessianMismatchError if the Hessian a worker loaded
+  (`record`) is not the one its job recorded (digest `expected`): it was
+  refitted while `output` was being made."""
+  digest = digest_of(record)
+  if digest != expected:
+    raise index_lib.HessianMismatchError(
+      f"the Hessian in {hessian_dir} was refitted while {output} was being "
+      f"built (digest {expected}, now {digest}); rebuild it"
+    )
+
+
+def make_finisher(preconditioner, *, normalize: bool):
+  """The jitted φ [batch, d] -> Ḡ [batch, d] of `encoder.finish`."""
+  return jax.jit(
+    lambda phi: encoder_lib.finish(phi, preconditioner, normalize=normalize)
+  )
+
+
+def finish_records(finisher, records) -> np.ndarray:
+  """[n, d] float32 finished encodings of store records (their φ as
+  stored, in the store's dtype)."""
+  phi = np.stack([r.vector for r in records]).astype(np.float32)
+  return np.asarray(finisher(phi))
 
 
 class FinishShard(beam.DoFn):
@@ -112,16 +161,14 @@ class FinishShard(beam.DoFn):
     preconditioner, record = load_preconditioner(
       self._options, self._store.fingerprint
     )
-    digest = _digest(record)
-    if digest != self._hessian_digest:
-      raise index_lib.HessianMismatchError(
-        f"the Hessian in {self._options.hessian_dir} was refitted while "
-        f"index {self._options.output_dir} was being built (digest "
-        f"{self._hessian_digest}, now {digest}); rebuild the index"
-      )
-    normalize = self._options.encoder_config.normalize
-    self._finish = jax.jit(
-      lambda phi: encoder_lib.finish(phi, preconditioner, normalize=normalize)
+    check_unchanged(
+      record,
+      self._hessian_digest,
+      hessian_dir=self._options.hessian_dir,
+      output=f"index {self._options.output_dir}",
+    )
+    self._finish = make_finisher(
+      preconditioner, normalize=self._options.encoder_config.normalize
     )
 
   def finished_batches(
@@ -130,9 +177,8 @@ class FinishShard(beam.DoFn):
     """(ids, [batch, d] float32 finished encodings) of one store shard."""
     records = self._store.shard_records(index)
     while chunk := list(itertools.islice(records, self._options.batch_size)):
-      phi = np.stack([r.vector for r in chunk]).astype(np.float32)
       self._rows.inc(len(chunk))
-      yield [r.id for r in chunk], np.asarray(self._finish(phi))
+      yield [r.id for r in chunk], finish_records(self._finish, chunk)
 
   def process(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
     for ids, finished in self.finished_batches(index):
@@ -237,7 +283,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
     ),
   )
   _, record = load_preconditioner(options, store.fingerprint)
-  digest = _digest(record)
+  digest = digest_of(record)
   shards = pipeline | "Shards" >> beam.Create(list(range(store.num_shards)))
   if options.kind == "exact":
     _ = (

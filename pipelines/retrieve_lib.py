@@ -116,13 +116,19 @@ class SearchQueries(beam.DoFn):
     from trak_jax import checkpoint as checkpoint_lib
 
     self._loaded = checkpoint_lib.load_checkpoint(self._options.checkpoint)
-    self._methods = {}
+    self._methods = self.load_methods(self._loaded)
+
+  def load_methods(self, loaded) -> dict[str, tuple[Any, Any]]:
+    """{method: (finishing encoder, whole index, or None if its encodings
+    are scored elsewhere, shard by shard)} of the options' indexes."""
+    methods = {}
     for name, index_dir in self._options.indexes:
-      encoder, info = load_encoder(self._loaded, index_dir)
+      encoder, info = load_encoder(loaded, index_dir)
       index = None
       if not index_lib.is_sharded(info):
         index = index_lib.Index.load(index_dir)
-      self._methods[name] = (encoder, index)
+      methods[name] = (encoder, index)
+    return methods
 
   def process(self, queries) -> Iterator[Any]:
     queries = list(queries)
@@ -240,6 +246,30 @@ def _shard_work(options: RetrieveOptions) -> list[tuple[str, str, int]] | None:
   return work if sharded else None
 
 
+class MergeSharded(beam.PTransform):
+  """{"partial": (query id, partial record), "sharded": ((query id, method),
+  partial top-k)} -> (query id, partial record whose "ranked" holds every
+  method), the partial top-k of each (query, method) merged by `MergeTopK`.
+  """
+
+  def __init__(self, *, k: int, methods: tuple[str, ...]):
+    super().__init__()
+    self._k = k
+    self._methods = methods
+
+  def expand(self, inputs):
+    sharded = (
+      inputs["sharded"]
+      | "MergeTopK" >> beam.CombinePerKey(MergeTopK(self._k))
+      | "ByQuery" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+    )
+    return (
+      {"partial": inputs["partial"], "sharded": sharded}
+      | "JoinShards" >> beam.CoGroupByKey()
+      | "AllMethods" >> beam.Map(_with_sharded, methods=self._methods)
+    )
+
+
 def search(pipeline: beam.Pipeline, options: RetrieveOptions):
   """Queries -> (query id, partial report record with every method's
   ranked proponents); sharded indexes are scored shard by shard."""
@@ -263,16 +293,9 @@ def search(pipeline: beam.Pipeline, options: RetrieveOptions):
     | "Spread" >> beam.Reshuffle()
     | "ScoreShards"
     >> beam.ParDo(ScoreShard(options.k), beam.pvalue.AsIter(searched[ENCODED]))
-    | "MergeTopK" >> beam.CombinePerKey(MergeTopK(options.k))
-    | "ByQuery" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
   )
-  return (
-    {"partial": searched.partial, "sharded": sharded}
-    | "JoinShards" >> beam.CoGroupByKey()
-    | "AllMethods"
-    >> beam.Map(
-      _with_sharded, methods=tuple(name for name, _ in options.indexes)
-    )
+  return {"partial": searched.partial, "sharded": sharded} | MergeSharded(
+    k=options.k, methods=tuple(name for name, _ in options.indexes)
   )
 
 
@@ -364,38 +387,52 @@ def _texts_per_query(element):
     yield query_id, (example_id, texts[0] if texts else "")
 
 
+class WriteReport(beam.PTransform):
+  """{"searched": (query id, partial record with every method's ranked
+  proponents), "texts": (example id, text)} -> report.jsonl, metrics.json
+  and report.html in `output_dir`; outputs metrics.json's content."""
+
+  def __init__(self, output_dir: str):
+    super().__init__()
+    self._output_dir = output_dir
+
+  def expand(self, inputs):
+    searched = inputs["searched"]
+    needed = searched | "Needed" >> beam.FlatMap(
+      lambda kv: [
+        (example_id, kv[0])
+        for ranked in kv[1]["ranked"].values()
+        for example_id, _ in ranked
+      ]
+    )
+    texts = (
+      {"needed": needed, "text": inputs["texts"]}
+      | "JoinTexts" >> beam.CoGroupByKey()
+      | "TextsPerQuery" >> beam.FlatMap(_texts_per_query)
+      | "GroupTexts" >> beam.GroupByKey()
+    )
+    return (
+      {"partial": searched, "texts": texts}
+      | "JoinQuery" >> beam.CoGroupByKey()
+      | "Assemble"
+      >> beam.Map(
+        lambda kv: assemble(list(kv[1]["partial"])[0], dict(*kv[1]["texts"]))
+      )
+      | "Collect" >> beam.combiners.ToList()
+      | "Write" >> beam.Map(write_outputs, output_dir=self._output_dir)
+    )
+
+
 def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
   """Builds and runs the job; returns metrics.json's content."""
   searched = search(pipeline, options)
-  needed = searched | "Needed" >> beam.FlatMap(
-    lambda kv: [
-      (example_id, kv[0])
-      for ranked in kv[1]["ranked"].values()
-      for example_id, _ in ranked
-    ]
-  )
   corpus = (
     pipeline
     | "Sources" >> beam.Create(data_lib.expand_sources(options.corpus))
     | "Read" >> beam.ParDo(encode_lib.ReadSource())
     | "ParseTexts" >> beam.FlatMap(_parse_text)
   )
-  texts = (
-    {"needed": needed, "text": corpus}
-    | "JoinTexts" >> beam.CoGroupByKey()
-    | "TextsPerQuery" >> beam.FlatMap(_texts_per_query)
-    | "GroupTexts" >> beam.GroupByKey()
-  )
-  _ = (
-    {"partial": searched, "texts": texts}
-    | "JoinQuery" >> beam.CoGroupByKey()
-    | "Assemble"
-    >> beam.Map(
-      lambda kv: assemble(list(kv[1]["partial"])[0], dict(*kv[1]["texts"]))
-    )
-    | "Collect" >> beam.combiners.ToList()
-    | "Write" >> beam.Map(write_outputs, output_dir=options.output_dir)
-  )
+  _ = {"searched": searched, "texts": corpus} | WriteReport(options.output_dir)
   pipeline.run().wait_until_finish()
   with files.open(os.path.join(options.output_dir, "metrics.json")) as f:
     return json.load(f)

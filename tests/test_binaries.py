@@ -11,6 +11,7 @@ BINARIES = (
   "pipelines.hessian_main",
   "pipelines.index_main",
   "pipelines.retrieve_main",
+  "pipelines.score_main",
   "pipelines.evaluate_main",
   "trak_jax.plan_main",
   "trak_jax.import_main",

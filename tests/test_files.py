@@ -69,6 +69,15 @@ def test_text_bytes_exists_replace_and_glob(root):
   assert files.glob(os.path.join(directory, "*.json")) == []
 
 
+def test_remove_deletes_a_file_and_ignores_a_missing_one(root):
+  path = os.path.join(root, "marker")
+  files.makedirs(root)
+  files.write_bytes(path, b"done\n")
+  files.remove(path)
+  assert not files.exists(path)
+  files.remove(path)  # Missing: no error.
+
+
 def test_a_missing_remote_file_raises_python_errors(remote):
   missing = f"{remote}/missing.json"
   with pytest.raises(FileNotFoundError, match="missing.json"):

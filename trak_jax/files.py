@@ -146,6 +146,16 @@ def replace(source: str, destination: str) -> None:
     )
 
 
+def remove(path: str) -> None:
+  """Deletes the file `path`; no error if it does not exist."""
+  if not exists(path):
+    return
+  if is_local(path):
+    os.remove(path)
+  else:
+    _as_os_error(_gfile().remove, path, path=path)
+
+
 def temporary_name(path: str) -> str:
   """A unique name beside `path` to write to, then `replace` onto it."""
   # The pid alone is not unique on a shared bucket: workers on two hosts

@@ -249,6 +249,16 @@ def _from_file(vectors: np.ndarray, dtype: str) -> np.ndarray:
   return vectors.astype(np.dtype(dtype), copy=False)
 
 
+def in_id_order(
+  ids: Sequence[str], vectors: np.ndarray, *, dtype: str
+) -> IndexShard:
+  """An index shard in memory, as `write_shard` writes and `read_shard`
+  reads it: rows sorted by id, vectors ([n, d]) in `dtype`."""
+  order = sorted(range(len(ids)), key=ids.__getitem__)
+  vectors = np.asarray(vectors).astype(np.dtype(dtype))
+  return IndexShard(ids=[ids[i] for i in order], vectors=vectors[order])
+
+
 def write_shard(
   directory: str,
   *,
@@ -274,15 +284,15 @@ def write_shard(
   Returns:
     The shard's entry in index.json: file name, count and sha256.
   """
-  order = sorted(range(len(ids)), key=ids.__getitem__)
+  shard = in_id_order(ids, vectors, dtype=dtype)
   name = shard_file_name(index, num_shards)
   final = os.path.join(directory, name)
   temporary = files.temporary_name(final)
   files.makedirs(directory)
   files.save_npz(
     temporary,
-    ids=np.asarray([ids[i] for i in order], dtype=str),
-    vectors=_to_file(np.asarray(vectors)[order], dtype),
+    ids=np.asarray(shard.ids, dtype=str),
+    vectors=_to_file(shard.vectors, dtype),
   )
   files.replace(temporary, final)
   return {"file": name, "count": len(ids), "sha256": files.sha256(final)}

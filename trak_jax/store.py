@@ -201,6 +201,17 @@ def done_shard(
   return info
 
 
+def write_rejected(directory: str, rejected: Iterable[dict[str, Any]]) -> None:
+  """Writes `rejected.jsonl`: `Rejection.to_dict()`s sorted by id, then
+  location."""
+  rejected = sorted(
+    rejected, key=lambda r: (r.get("id") or "", r.get("location") or "")
+  )
+  with files.open(os.path.join(directory, REJECTED), "w") as f:
+    for record in rejected:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
 def finalize(
   directory: str,
   *,
@@ -223,16 +234,13 @@ def finalize(
   rejected = [r.to_dict() for r in parse_rejected]
   for shard in shards:
     rejected.extend(shard.rejected)
-  rejected.sort(key=lambda r: (r.get("id") or "", r.get("location") or ""))
   encoded = sum(s.count for s in shards)
   if encoded + len(rejected) != num_read:
     raise StoreError(
       f"{directory}: {encoded} encoded + {len(rejected)} rejected != "
       f"{num_read} read"
     )
-  with files.open(os.path.join(directory, REJECTED), "w") as f:
-    for record in rejected:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+  write_rejected(directory, rejected)
   manifest = {
     "fingerprint": fingerprint.to_dict(),
     "encoder_config": encoder_config,
