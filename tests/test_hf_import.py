@@ -14,11 +14,14 @@ import sys
 
 import jax
 import numpy as np
+import optax
+import orbax.checkpoint as ocp
 import pytest
 import tokenizers
 
 import trak_jax
 from trak_jax import checkpoint as checkpoint_lib
+from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import partitioning
 from trak_jax import tokenizer as tokenizer_lib
@@ -221,3 +224,58 @@ def test_the_import_binary_writes_a_checkpoint(tmp_path):
   header = checkpoint_lib.read_header(str(tmp_path / "out"))
   assert header.max_len == 8
   assert header.metadata["imported_from"]["source"] == str(source.resolve())
+
+
+def _saved_optimizer_state(tmp_path, params, tx):
+  """One step of `tx` on random gradients, saved with Orbax."""
+  grads = jax.tree.map(
+    lambda p: np.random.default_rng(p.size).normal(size=p.shape), params
+  )
+  state = tx.init(params)
+  _, state = tx.update(grads, state, params)
+  path = tmp_path / "opt_state"
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, state)
+  checkpointer.wait_until_finished()
+  return str(path), state
+
+
+@pytest.mark.parametrize("name", ["adam", "adafactor"])
+def test_an_orbax_optax_state_is_imported_with_the_model(tmp_path, name):
+  source = _source(tmp_path, "llama")
+  params = trak_jax.hf.load(source).params
+  # Chains other than trak_jax's own: the statistics are found by name.
+  tx = {
+    "adam": optax.chain(optax.clip(5.0), optax.adam(1e-3, b2=0.95)),
+    "adafactor": optax.adafactor(1e-3, min_dim_size_to_factor=16),
+  }[name]
+  path, state = _saved_optimizer_state(tmp_path, params, tx)
+  importer.import_checkpoint(
+    source, str(tmp_path / "out"), learning_rate=1e-4, optimizer_state=path
+  )
+  loaded = trak_jax.load_checkpoint(str(tmp_path / "out"))
+  assert loaded.optimizer_config.final_learning_rate == pytest.approx(1e-4)
+  spec = correction_lib.CorrectionSpec(kind=name)
+  got = correction_lib.from_checkpoint(spec, loaded.opt_state, loaded.params)
+  want = correction_lib.from_checkpoint(spec, state, params)
+  assert got.keys() == want.keys()
+  for key in want:
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+      got[key],
+      want[key],
+    )
+
+
+def test_an_optimizer_state_of_another_model_is_refused(tmp_path):
+  source = _source(tmp_path, "llama")
+  params = trak_jax.hf.load(source).params
+  params["lm_head"]["kernel"] = np.zeros((3, 3), np.float32)
+  path, _ = _saved_optimizer_state(tmp_path, params, optax.adam(1e-3))
+  with pytest.raises(
+    importer.OptimizerStateError, match=r"opt_state: mu\['lm_head'\].*shape"
+  ):
+    importer.import_checkpoint(
+      source, str(tmp_path / "out"), learning_rate=1e-4, optimizer_state=path
+    )
+  _assert_nothing_written(tmp_path / "out")

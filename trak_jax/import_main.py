@@ -5,7 +5,8 @@ r"""Imports a Hugging Face causal LM as a checkpoint every job reads.
 
 The source holds `config.json`, `model.safetensors` (or shards with
 `model.safetensors.index.json`) and `tokenizer.json`, of a GPT-2, GPT-NeoX
-(Pythia) or Llama-family (Llama 2/3, Mistral, Qwen2) model. Nothing is
+(Pythia) or Llama-family (Llama 2/3, Mistral, Qwen2) model, and optionally
+the model's optax state saved with Orbax (`--optimizer_state`). Nothing is
 downloaded and torch is not needed.
 """
 
@@ -30,7 +31,13 @@ _MAX_LEN = flags.DEFINE_integer(
 _LEARNING_RATE = flags.DEFINE_float(
   "learning_rate",
   None,
-  "Step size of tail-patch (the checkpoint has no optimizer to take it from).",
+  "End-of-training learning rate: tail-patch's step size (needed with "
+  "--optimizer_state).",
+)
+_OPTIMIZER_STATE = flags.DEFINE_string(
+  "optimizer_state",
+  None,
+  "Orbax checkpoint of the model's optax state (Adam or Adafactor).",
 )
 
 
@@ -42,6 +49,7 @@ def main(argv):
     dtype=_DTYPE.value,
     max_len=_MAX_LEN.value,
     learning_rate=_LEARNING_RATE.value,
+    optimizer_state=_OPTIMIZER_STATE.value,
   )
   print(f"checkpoint: {path}")
 
