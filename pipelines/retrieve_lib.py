@@ -13,7 +13,11 @@ A sharded exact index is never loaded whole: every index shard is a work
 item that scores all of its method's encoded queries (a side input) with
 exact top-k, and the partial top-k are merged per (query, method) by
 `MergeTopK`: the same ids and scores as exact search over the whole index.
-A ScaNN (or unsharded) index is loaded by each worker and searched there.
+With `search="mesh"` each worker that encodes queries instead streams the
+sharded indexes onto its device mesh (`mesh_search.load_index`, each
+device one block of rows) and searches them there as one SPMD program:
+the same ids and scores, with no shard work items. A ScaNN (or unsharded)
+index is loaded by each worker and searched there.
 """
 
 import dataclasses
@@ -29,7 +33,7 @@ from apache_beam.metrics import Metrics
 from pipelines import encode_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import files, predict, report
+from trak_jax import files, mesh_search, partitioning, predict, report
 from trak_jax import index as index_lib
 from trak_jax.eval import metrics as metrics_lib
 
@@ -48,6 +52,10 @@ class RetrieveOptions:
     output_dir: Receives report.jsonl, metrics.json, report.html.
     k: Proponents per query and method.
     batch_size: Queries per encoder call.
+    search: How sharded exact indexes are searched: "beam" (every index
+      shard a work item, partial top-k merged by `MergeTopK`) or "mesh"
+      (each worker that encodes queries loads them onto all of its devices
+      and searches there, `mesh_search`; run one such worker per host).
   """
 
   queries: str
@@ -57,6 +65,16 @@ class RetrieveOptions:
   output_dir: str
   k: int = 10
   batch_size: int = 32
+  search: str = "beam"
+
+  def __post_init__(self):
+    if self.search not in SEARCHES:
+      raise ValueError(
+        f"search={self.search!r} is not one of {', '.join(SEARCHES)}"
+      )
+
+
+SEARCHES = ("beam", "mesh")  # RetrieveOptions.search
 
 
 def load_encoder(loaded, index_dir: str):
@@ -119,14 +137,18 @@ class SearchQueries(beam.DoFn):
     self._methods = self.load_methods(self._loaded)
 
   def load_methods(self, loaded) -> dict[str, tuple[Any, Any]]:
-    """{method: (finishing encoder, whole index, or None if its encodings
-    are scored elsewhere, shard by shard)} of the options' indexes."""
-    methods = {}
+    """{method: (finishing encoder, whole index or index on the mesh, or
+    None if its encodings are scored elsewhere, shard by shard)} of the
+    options' indexes."""
+    methods, mesh = {}, None
     for name, index_dir in self._options.indexes:
       encoder, info = load_encoder(loaded, index_dir)
       index = None
       if not index_lib.is_sharded(info):
         index = index_lib.Index.load(index_dir)
+      elif self._options.search == "mesh":
+        mesh = mesh or partitioning.make_mesh()
+        index = mesh_search.load_index(index_dir, mesh=mesh)
       methods[name] = (encoder, index)
     return methods
 
@@ -236,7 +258,9 @@ def _with_sharded(element, *, methods: tuple[str, ...]):
 
 def _shard_work(options: RetrieveOptions) -> list[tuple[str, str, int]] | None:
   """(method, index dir, shard number) of every sharded index's shards, or
-  None if no index is sharded."""
+  None if no index is sharded (or sharded ones are searched on the mesh)."""
+  if options.search == "mesh":
+    return None
   work, sharded = [], False
   for name, index_dir in options.indexes:
     info = index_lib.load_info(index_dir)

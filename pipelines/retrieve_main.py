@@ -22,6 +22,14 @@ _INDEX = flags.DEFINE_multi_string(
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
 _K = flags.DEFINE_integer("k", 10, "Proponents per query and method.")
+_SEARCH = flags.DEFINE_enum(
+  "search",
+  "beam",
+  retrieve_lib.SEARCHES,
+  "How sharded exact indexes are searched: beam (every index shard a work "
+  "item, partial top-k merged per query) or mesh (loaded onto all devices "
+  "of the worker that encodes the queries, searched as one SPMD program).",
+)
 
 
 def parse_indexes(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -52,6 +60,7 @@ def main(argv):
     indexes=parse_indexes(_INDEX.value),
     output_dir=_OUTPUT_DIR.value,
     k=_K.value,
+    search=_SEARCH.value,
   )
   summary = retrieve_lib.run_pipeline(launch.make_pipeline(), options=options)
   print(json.dumps(summary, indent=2))

@@ -3,7 +3,7 @@
 The public API, re-exported so users write `trak_jax.TrackStarEncoder`.
 """
 
-from trak_jax import hf
+from trak_jax import hf, mesh_search
 from trak_jax.checkpoint import Checkpoint, CheckpointWriter, load_checkpoint
 from trak_jax.correction import CorrectionSpec, MissingOptimizerStateError
 from trak_jax.data import (
@@ -66,6 +66,7 @@ __all__ = [
   "load_checkpoint",
   "logits",
   "make_mesh",
+  "mesh_search",
   "preset",
   "read_corpus",
   "read_queries",

@@ -337,6 +337,34 @@ def read_shard(
   return IndexShard(ids=ids, vectors=vectors)
 
 
+def read_shard_ids(
+  directory: str, info: dict[str, Any], index: int
+) -> list[str]:
+  """The ids of one shard of a sharded index, in row order; its vectors are
+  not read (nor its checksum checked: `read_shard` checks it).
+
+  Raises:
+    IndexShardError: Naming the shard file, if it is missing, unreadable,
+      or holds another count of ids than index.json records.
+  """
+  entry = info["shards"][index]
+  path = os.path.join(directory, entry["file"])
+  if not files.exists(path):
+    raise IndexShardError(f"index shard {path} is missing")
+  try:
+    with files.load_npz(path) as arrays:
+      ids = [str(i) for i in arrays["ids"].tolist()]
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    message = f"index shard {path} is unreadable: {error}"
+    raise IndexShardError(message) from None
+  if len(ids) != entry["count"]:
+    raise IndexShardError(
+      f"index shard {path} holds {len(ids)} ids; {INFO} records "
+      f"{entry['count']}"
+    )
+  return ids
+
+
 def search_shard(
   shard: IndexShard, queries: np.ndarray, *, k: int
 ) -> list[Ranked]:

@@ -141,6 +141,9 @@ def sharded(tiny_run, trackstar_store, tmp_path_factory):
     ),
     "loaded": checkpoint_lib.load_checkpoint(tiny_run["checkpoint"]),
     "queries": data_lib.read_queries(tiny_run["queries"]),
+    "queries_path": tiny_run["queries"],
+    "checkpoint_path": tiny_run["checkpoint"],
+    "corpus_path": tiny_run["corpus"],
   }
 
 
@@ -243,6 +246,37 @@ def test_sharded_retrieval_equals_the_whole_index(sharded):
     )
     for method in ("exact", "resharded"):  # The same encodings, resharded.
       _assert_same_ranking(_found(record, method), expected, scores, atol=1e-5)
+
+
+def test_mesh_search_in_the_job_equals_shard_work_items(sharded):
+  root = sharded["root"]
+  options = retrieve_lib.RetrieveOptions(
+    queries=str(sharded["queries_path"]),
+    checkpoint=str(sharded["checkpoint_path"]),
+    corpus=str(sharded["corpus_path"]),
+    indexes=tuple(
+      (name, _index_dir(sharded, name)) for name in sharded["methods"]
+    ),
+    output_dir=str(root / "mesh-report"),
+    k=K,
+    batch_size=8,
+    search="mesh",
+  )
+  assert retrieve_lib._shard_work(options) is None  # No shard work items.
+  retrieve_lib.run_pipeline(TestPipeline(), options=options)
+  records = report_lib.read_report_jsonl(str(root / "mesh-report/report.jsonl"))
+  on_mesh = {r["query_id"]: r for r in records}
+  assert sorted(on_mesh) == sorted(r["query_id"] for r in sharded["records"])
+  for name, (store_dir, hessian_dir, config) in sharded["methods"].items():
+    ids, vectors = _finished_store(store_dir, hessian_dir)
+    vectors = vectors.astype(np.dtype(config.dtype)).astype(np.float32)
+    features = _query_features(sharded, name)
+    for record in sharded["records"]:
+      scores = _brute_force(ids, vectors, features[record["query_id"]])
+      found = _found(on_mesh[record["query_id"]], name)
+      _assert_same_ranking(found, _found(record, name), scores, atol=1e-5)
+  with pytest.raises(ValueError, match="search='scann'"):
+    dataclasses.replace(options, search="scann")
 
 
 def test_the_index_job_writes_one_shard_per_store_shard(sharded):
