@@ -194,7 +194,10 @@ def factored_second_moment(
   d0 and v_col its mean over d1, and V ≈ outer(v_row, v_col) / mean(v_row)
   up to the order of axes. For a matrix both means are of one V, so
   mean(v_row) = mean(v_col) = mean(V): which factor is divided by it does
-  not change the product, only where ε goes.
+  not change the product, only where ε goes. ε is added to each factor, as
+  for Adafactor's V; that is (V̂ + ε)^(-1/2) up to O(ε) wherever v_row and
+  v_col are well above ε, but not where one is zero (an embedding row no
+  example of the sample used), whose scale is then (ε (v + ε))^(-1/2).
 
   Args:
     v: The elementwise second moment, `prod(view)` entries.
