@@ -11,8 +11,11 @@ v_col) / mean(v_row) from its row and column means), through the
 `trackstar_no_hessian` encoder (unit norm, no R), so that only V differs.
 Each query ranks the whole corpus by cosine (exact search). Per correction
 (`adam`: the checkpoint's `nu`; `estimated`: the mean squared gradient of
-`--estimate_sample` corpus examples) and projection (`none`: whole
-gradients, the approximation alone; `kronecker:d`, dims split equally):
+a seeded sample of `--sample` corpus examples) and projection (`none`:
+whole gradients, the approximation alone; `energy:d` or `equal:d`: the
+Kronecker projection, its dims split by block energies measured on the same
+sample with each form's own correction, as the encode job does, or
+equally):
 
 - overlap@10: mean over queries of |top-10 factored ∩ top-10 elementwise|
   / 10, and its minimum over queries;
@@ -29,6 +32,7 @@ model (gin/models/gpt2_demo.gin's shape) is trained with AdamW for
 JSON object.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -60,10 +64,12 @@ _CORRECTIONS = flags.DEFINE_list(
   "corrections", ["adam", "estimated"], "Corrections with an elementwise V."
 )
 _PROJECTIONS = flags.DEFINE_list(
-  "projections", ["none", "kronecker:4096"], "none or kronecker:d."
+  "projections",
+  ["none", "energy:16384"],
+  "none, or allocation:d (allocation equal or energy) of a Kronecker one.",
 )
-_ESTIMATE_SAMPLE = flags.DEFINE_integer(
-  "estimate_sample", 256, "Corpus examples the estimated V is taken from."
+_SAMPLE = flags.DEFINE_integer(
+  "sample", 256, "Corpus examples V is estimated and energies measured on."
 )
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples per encoder call.")
 
@@ -115,32 +121,43 @@ def corpus_batches(loaded, examples) -> list[tuple[list[str], data_lib.Batch]]:
   ]
 
 
-def elementwise_v(loaded, kind: str, corpus: str) -> correction_lib.Correction:
-  """The elementwise correction of `kind`, computed once."""
+def elementwise_v(loaded, kind: str, sample_batches):
+  """(spec, elementwise correction) of `kind`, computed once; an estimated
+  V is saved under --work_dir, so that energy probes load it."""
   spec = correction_lib.CorrectionSpec(kind=kind)
   if kind != "estimated":
-    return correction_lib.from_checkpoint(spec, loaded.opt_state, loaded.params)
-  sample = encode_lib.energy_sample(corpus, size=_ESTIMATE_SAMPLE.value, seed=0)
-  batches = [batch for _, batch in corpus_batches(loaded, sample)]
-  return encoder_lib.estimated_correction(loaded, spec, batches)
+    fix = correction_lib.from_checkpoint(spec, loaded.opt_state, loaded.params)
+    return spec, fix
+  fix = encoder_lib.estimated_correction(loaded, spec, sample_batches)
+  path = os.path.join(_WORK_DIR.value, "second_moments.npz")
+  os.makedirs(_WORK_DIR.value, exist_ok=True)
+  digest = correction_lib.save_estimate(fix, path)
+  spec = dataclasses.replace(spec, estimate_path=path, estimate_digest=digest)
+  return spec, fix
 
 
 def projection_spec(name: str, *, seed: int) -> projection_lib.ProjectionSpec:
+  """ "none", or "allocation:d" with allocation "equal" or "energy"."""
   if name == "none":
     return projection_lib.ProjectionSpec(kind="none")
-  kind, dim = name.split(":")
+  allocation, dim = name.split(":")
   return projection_lib.ProjectionSpec(
-    kind=kind, dim=int(dim), allocation="equal", seed=seed
+    kind="kronecker", dim=int(dim), allocation=allocation, seed=seed
   )
 
 
-def make_encoder(loaded, kind, fix, *, factored, projection):
-  config = encoder_lib.preset(
-    "trackstar_no_hessian",
-    correction=kind,
-    factored=factored,
-    projection=projection,
+def make_encoder(loaded, spec, fix, *, factored, projection, sample_batches):
+  """The encoder of `spec` (factored or not); an energy layout is measured
+  on `sample_batches` with its own correction, as the encode job does."""
+  config = dataclasses.replace(
+    encoder_lib.preset(
+      "trackstar_no_hessian", correction=spec.kind, projection=projection
+    ),
+    correction=dataclasses.replace(spec, factored=factored),
   )
+  if config.projection.needs_energy:
+    shares = encoder_lib.block_shares(loaded, config, sample_batches)
+    config = encoder_lib.with_block_energy(config, shares)
   return encoder_lib.TrackStarEncoder(
     params=loaded.params,
     apply_fn=model_lib.apply_fn(loaded.model_config),
@@ -197,17 +214,19 @@ def quality(ranked, queries) -> dict[str, float]:
   }
 
 
-def compare(loaded, kind, fix, projection, queries, batches, ids) -> dict:
+def compare(loaded, spec, fix, projection, data) -> dict:
   """The factored V against the elementwise one at one projection."""
+  queries, batches, ids, sample_batches = data
   ranked, rows = {}, {}
   start = time.time()
   for factored in (False, True):
     encoder = make_encoder(
       loaded,
-      kind,
+      spec,
       fix,
       factored=factored,
       projection=projection_spec(projection, seed=0),
+      sample_batches=sample_batches,
     )
     rows[factored] = scores(encoder, loaded, queries, batches)
     ranked[factored] = top_ids(rows[factored], ids)
@@ -222,10 +241,11 @@ def compare(loaded, kind, fix, projection, queries, batches, ids) -> dict:
   if projection != "none":
     other = make_encoder(
       loaded,
-      kind,
+      spec,
       fix,
       factored=False,
       projection=projection_spec(projection, seed=1),
+      sample_batches=sample_batches,
     )
     other_ranked = top_ids(scores(other, loaded, queries, batches), ids)
     result["seed_overlap@10"] = float(
@@ -244,14 +264,15 @@ def main(argv):
   queries = [q for q in data_lib.read_queries(queries_path) if q.relevant_ids]
   batches = corpus_batches(loaded, data_lib.read_corpus(corpus))
   ids = [i for row_ids, _ in batches for i in row_ids]
+  sample = encode_lib.energy_sample(corpus, size=_SAMPLE.value, seed=0)
+  sample_batches = [batch for _, batch in corpus_batches(loaded, sample)]
+  data = (queries, batches, ids, sample_batches)
   results = {}
   for kind in _CORRECTIONS.value:
-    fix = elementwise_v(loaded, kind, corpus)
+    spec, fix = elementwise_v(loaded, kind, sample_batches)
     for projection in _PROJECTIONS.value:
       key = f"{kind}/{projection}"
-      results[key] = compare(
-        loaded, kind, fix, projection, queries, batches, ids
-      )
+      results[key] = compare(loaded, spec, fix, projection, data)
       print(json.dumps({key: results[key]}), flush=True)
   print(
     json.dumps(

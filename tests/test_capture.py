@@ -215,8 +215,8 @@ def _hand_factored_scales(encoder, nu, epsilon):
 
 def _every_token_batch():
   """Each token id of the random batches at a position that has a loss
-  after it, so that no row or column of V is zero: where one is, V + ε and
-  the factored form's ε on each factor part ways."""
+  after it, so that no row of V is zero: where one is, where ε goes (V̂ + ε,
+  or V + ε factored) decides that row's scale."""
   ids = np.arange(4, VOCAB, dtype=np.int32).reshape(4, -1)  # [4, 9]
   ids = np.concatenate([ids, ids[:, :1]], axis=1)  # [4, SEQ]
   mask = np.ones(ids.shape, np.float32)

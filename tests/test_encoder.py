@@ -233,11 +233,10 @@ def test_factorize_keeps_what_has_no_matrix_view():
       ("off",): None,
     },
     {("w",): (6, 4), ("off",): (6, 4)},
-    epsilon=1e-12,
   )
   assert fix[("b",)] is bias and fix[("mix",)] is unseen
   assert fix[("off",)] is None
-  # V is recovered from the elementwise scale before it is factored.
+  # V + ε is read off the elementwise scale, then factored.
   np.testing.assert_allclose(
     np.outer(fix[("w",)].rows, fix[("w",)].cols),
     _factored_by_hand(v, (6, 4), 1e-12),

@@ -21,9 +21,9 @@ the correction stays an exact product of the two.
 "estimated") the way Adafactor keeps it: for every weight the capture sees
 as a matrix [m, n] (`trak_jax.capture`; an n-D kernel as its matrix view),
 v_row = mean of V over columns, v_col = mean over rows, V ≈ outer(v_row,
-v_col) / mean(v_row) (`factorize`). The Kronecker projection then folds it
-into the per-token factors instead of forming each example's m x n
-gradient. Other parameters (vectors, weights used another way) keep their
+v_col) / mean(v_row), ε added to V first (`factored_second_moment`,
+`factorize`). The Kronecker projection then folds it into the per-token
+factors instead of forming each example's m x n gradient. Other parameters (vectors, weights used another way) keep their
 elementwise V. The factors are derived from the elementwise correction when
 an encoder is built, so an estimated V is saved (`save_estimate`) and
 digested elementwise, once, whichever form encodes with it.
@@ -194,44 +194,49 @@ def factored_second_moment(
   d0 and v_col its mean over d1, and V ≈ outer(v_row, v_col) / mean(v_row)
   up to the order of axes. For a matrix both means are of one V, so
   mean(v_row) = mean(v_col) = mean(V): which factor is divided by it does
-  not change the product, only where ε goes. ε is added to each factor, as
-  for Adafactor's V; that is (V̂ + ε)^(-1/2) up to O(ε) wherever v_row and
-  v_col are well above ε, but not where one is zero (an embedding row no
-  example of the sample used), whose scale is then (ε (v + ε))^(-1/2).
+  not change the product.
+
+  ε is added to V before it is factored, as optax's Adafactor adds it to the
+  squared gradients it averages. The result is (V̂ + ε)^(-1/2) up to O(ε)
+  where V's row and column means are well above ε; where a row is zero (an
+  embedding row no example of the sample used) its scale stays of order
+  ε^(-1/2), as elementwise, instead of the ε^(-1/2) v_col^(-1/2) that ε
+  added to each factor would give.
 
   Args:
     v: The elementwise second moment, `prod(view)` entries.
     view: The matrix (m, n) it is seen as.
-    epsilon: ε, added to each factor.
+    epsilon: ε.
 
   Returns:
     The [m] row and [n] column scales (V + ε)^(-1/2) of the approximation.
   """
-  matrix = v.reshape(view)  # [m, n]
-  d1, d0 = _factored_axes(view)
-  v_row = jnp.mean(matrix, axis=d0)  # [view[d1]]
-  v_col = jnp.mean(matrix, axis=d1)  # [view[d0]]
-  return _factored_matrix(v_row, v_col, d1, epsilon=epsilon)
+  return _factor(v.reshape(view) + epsilon)
+
+
+def _factor(v_plus_epsilon: jax.Array) -> Factored:
+  """Row and column scales of the factored form of an [m, n] V + ε."""
+  d1, d0 = _factored_axes(v_plus_epsilon.shape)
+  v_row = jnp.mean(v_plus_epsilon, axis=d0)  # [shape[d1]]
+  v_col = jnp.mean(v_plus_epsilon, axis=d1)  # [shape[d0]]
+  return _factored_matrix(v_row, v_col, d1, epsilon=0.0)
 
 
 def factorize(
-  correction: Correction,
-  views: dict[gradients.Path, tuple[int, int]],
-  *,
-  epsilon: float,
+  correction: Correction, views: dict[gradients.Path, tuple[int, int]]
 ) -> Correction:
   """`correction` with each captured matrix's elementwise V factored.
 
-  The V of an `Elementwise` scale s = (V + ε)^(-1/2) is recovered as
-  max(s⁻² − ε, 0), so a saved estimate (`load_estimate`) factors exactly as
-  the same V estimated in this process. Parameters without a matrix view,
-  and corrections that are already factored or none, are kept.
+  An `Elementwise` scale s is (V + ε)^(-1/2), so s⁻² is the V + ε that
+  `factored_second_moment` factors: a saved estimate (`load_estimate`)
+  factors exactly as the same V estimated in this process. Parameters
+  without a matrix view, and corrections that are already factored or
+  none, are kept.
 
   Args:
     correction: Per-parameter corrections.
     views: The matrix view (m, n) of each captured weight
       (`capture.matrix_views`).
-    epsilon: ε of the correction.
 
   Returns:
     The correction with `Factored` scales for every captured matrix.
@@ -240,8 +245,8 @@ def factorize(
   for path, view in views.items():
     fix = correction[path]
     if isinstance(fix, Elementwise):
-      v = jnp.maximum(1.0 / jnp.square(fix.scale) - epsilon, 0.0)
-      factored[path] = factored_second_moment(v, view, epsilon=epsilon)
+      # [*param_shape] -> [m, n]
+      factored[path] = _factor(1.0 / jnp.square(fix.scale.reshape(view)))
   return factored
 
 

@@ -235,9 +235,7 @@ class TrackStarEncoder:
     )
     self.matrices = projection_lib.make_matrices(config.projection, self.layout)
     if config.correction.factored:
-      correction = correction_lib.factorize(
-        correction, self.views, epsilon=config.correction.epsilon
-      )
+      correction = correction_lib.factorize(correction, self.views)
     self.correction = correction
     self.preconditioner = preconditioner
     self.fingerprint = make_fingerprint(
