@@ -23,10 +23,11 @@ as a matrix [m, n] (`trak_jax.capture`; an n-D kernel as its matrix view),
 v_row = mean of V over columns, v_col = mean over rows, V ≈ outer(v_row,
 v_col) / mean(v_row), ε added to V first (`factored_second_moment`,
 `factorize`). The Kronecker projection then folds it into the per-token
-factors instead of forming each example's m x n gradient. Other parameters (vectors, weights used another way) keep their
-elementwise V. The factors are derived from the elementwise correction when
-an encoder is built, so an estimated V is saved (`save_estimate`) and
-digested elementwise, once, whichever form encodes with it.
+factors instead of forming each example's m x n gradient. Other parameters
+(vectors, weights used another way) keep their elementwise V. The factors
+are derived from the elementwise correction when an encoder is built, so an
+estimated V is saved (`save_estimate`) and digested elementwise, once,
+whichever form encodes with it.
 """
 
 import dataclasses
