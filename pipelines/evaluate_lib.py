@@ -75,6 +75,9 @@ class EvaluateOptions:
     methods: Gradient methods (presets of `trak_jax.encoder`).
     correction: TrackStar's correction ("adafactor", "adam"; default: the
       one matching the checkpoint's optimizer).
+    factored: Approximate TrackStar's elementwise V ("adam", "estimated")
+      by its row and column factors (`CorrectionSpec.factored`); the exact
+      reference keeps the elementwise V, so its overlap measures both.
     projection: The projection every method shares.
     hessian: TrackStar's Hessian spec (kind is set per method).
     k: Proponents per query.
@@ -98,6 +101,7 @@ class EvaluateOptions:
   output_dir: str
   methods: tuple[str, ...] = GRADIENT_METHODS
   correction: str | None = None
+  factored: bool = False
   projection: projection_lib.ProjectionSpec = projection_lib.ProjectionSpec()
   hessian: hessian_core.HessianSpec = hessian_core.HessianSpec()
   k: int = 10
@@ -133,6 +137,7 @@ def method_configs(
     name: encoder_lib.preset(
       name,
       correction=correction,
+      factored=options.factored,
       projection=options.projection,
       hessian=options.hessian,
     )
@@ -141,7 +146,9 @@ def method_configs(
 
 
 def _key(config: encoder_lib.EncoderConfig) -> str:
-  return config.correction.kind
+  """The store a config encodes into: one per correction (φ precedes R)."""
+  spec = config.correction
+  return spec.kind + ("-factored" if spec.factored else "")
 
 
 def _log(message: str) -> None:
@@ -494,7 +501,7 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
   )
   if correction == "estimated":  # The V the stores saved and recorded.
     correction = next(
-      recorded
+      dataclasses.replace(recorded, factored=False)
       for name in indexes
       if (recorded := _index_correction(indexes[name])).kind == "estimated"
     )
@@ -736,6 +743,7 @@ def run_evaluation(
     "correction": configs.get(
       "trackstar", next(iter(configs.values()))
     ).correction.kind,
+    "factored": options.factored,
   }
   write_outputs(options, records, summary, meta)
   relevant, other = (

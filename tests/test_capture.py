@@ -12,6 +12,7 @@ import pytest
 from tests import helpers
 from trak_jax import capture, gradients, hf
 from trak_jax import correction as correction_lib
+from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import hessian as hessian_lib
 from trak_jax import model as model_lib
@@ -70,10 +71,10 @@ def _batch(seed, batch_size):
   )
 
 
-def _trained_state(params, tx, apply_fn):
+def _trained_state(params, tx, apply_fn, batch=None):
   """Two optimizer steps on random tokens: second moments worth reading."""
   state = tx.init(params)
-  batch = _batch(5, 4)
+  batch = _batch(5, 4) if batch is None else batch
   for _ in range(2):
     grads = jax.grad(lambda p: _loss(apply_fn, p, batch))(params)
     updates, state = tx.update(grads, state, params)
@@ -196,6 +197,85 @@ def test_custom_module_encodings_equal_brute_force(custom, kind):
   # Every block carries signal (a capture that dropped δ would give zeros).
   for block in encoder.layout.blocks:
     assert np.abs(got[:, block.offset : block.offset + block.size]).max() > 0
+
+
+def _hand_factored_scales(encoder, nu, epsilon):
+  """Per parameter, 1 / sqrt(V + ε) in numpy: V factored for each captured
+  weight (as its matrix view), Adam's `nu` itself for the rest."""
+  scales = {}
+  for path, v in gradients.flat_params(nu).items():
+    v = np.asarray(v, np.float64)
+    if path in encoder.views:
+      matrix = v.reshape(encoder.views[path])
+      v_row, v_col = matrix.mean(axis=1), matrix.mean(axis=0)
+      v = np.outer(v_row, v_col) / v_row.mean()
+    scales[path] = 1 / np.sqrt(v + epsilon)
+  return scales
+
+
+def _every_token_batch():
+  """Each token id of the random batches at a position that has a loss
+  after it, so that no row of V is zero: where one is, where ε goes (V̂ + ε,
+  or V + ε factored) decides that row's scale."""
+  ids = np.arange(4, VOCAB, dtype=np.int32).reshape(4, -1)  # [4, 9]
+  ids = np.concatenate([ids, ids[:, :1]], axis=1)  # [4, SEQ]
+  mask = np.ones(ids.shape, np.float32)
+  mask[:, 0] = 0
+  return data_lib.Batch(token_ids=ids, loss_mask=mask)
+
+
+def test_factored_adam_encodings_equal_brute_force(custom):
+  module, params = custom
+  apply_fn = lambda p, ids: module.apply({"params": p}, ids)  # noqa: E731
+  params, opt_state = _trained_state(
+    params, optax.adam(1e-2), apply_fn, _every_token_batch()
+  )
+  config = encoder_lib.EncoderConfig(
+    correction=correction_lib.CorrectionSpec(kind="adam", factored=True),
+    projection=projection_lib.ProjectionSpec(allocation="equal", dim=512),
+    hessian=hessian_lib.HessianSpec(kind="none"),
+    normalize=False,
+  )
+  encoder = encoder_lib.TrackStarEncoder.for_module(
+    module, params, config=config, opt_state=opt_state
+  )
+  # Every captured weight, the [width, heads, head_dim] kernels included,
+  # takes the Kronecker path; `mix`, which no capture covers, stays
+  # elementwise.
+  assert all(
+    isinstance(encoder.correction[p], correction_lib.Factored)
+    for p in encoder.views
+  )
+  assert isinstance(encoder.correction["mix",], correction_lib.Elementwise)
+  nu = optax.tree_utils.tree_get(opt_state, "nu")
+  scales = _hand_factored_scales(encoder, nu, config.correction.epsilon)
+  spec, mats = config.projection, encoder.matrices
+  batch = _batch(4, 8)
+  expected = []
+  for i in range(8):
+    one = jax.tree.map(lambda x, i=i: x[i : i + 1], batch)
+    grads = gradients.flat_params(
+      jax.grad(lambda p, one=one: _loss(apply_fn, p, one))(params)
+    )
+    pieces = []
+    for block in encoder.layout.blocks:
+      if block.path == projection_lib.VECTORS:
+        flat = np.concatenate(
+          [
+            (np.asarray(grads[p]) * scales[p]).reshape(-1)
+            for p in encoder.layout.vector_paths
+          ]
+        )
+        pieces.append(projection_lib.project_vectors(spec, mats, flat[None])[0])
+        continue
+      grad = np.asarray(grads[block.path]).reshape(block.in_shape)
+      corrected = (grad * scales[block.path]).astype(np.float32)
+      pieces.append(projection_lib.project_matrix(spec, block, mats, corrected))
+    expected.append(np.concatenate([np.asarray(x) for x in pieces]))
+  expected = np.stack(expected)
+  got = np.asarray(encoder.features(batch).features)
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * scale)
 
 
 def test_adafactor_scale_of_a_3d_kernel_is_what_optax_divides_by(custom):

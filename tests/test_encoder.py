@@ -1,6 +1,7 @@
 """The TrackStar encoder against brute force."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ from trak_jax import gradients, partitioning
 from trak_jax import hessian as hessian_lib
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
+from trak_jax import store as store_lib
 from trak_jax import train as train_lib
 
 NO_HESSIAN = hessian_lib.HessianSpec(kind="none")
@@ -32,6 +34,7 @@ def make_encoder(
   state,
   *,
   correction="none",
+  factored=False,
   projection=None,
   normalize=False,
   mesh=None,
@@ -40,7 +43,9 @@ def make_encoder(
   model_config=helpers.TINY_MODEL,
 ):
   config = encoder_lib.EncoderConfig(
-    correction=correction_lib.CorrectionSpec(kind=correction),
+    correction=correction_lib.CorrectionSpec(
+      kind=correction, factored=factored
+    ),
     projection=projection
     or projection_lib.ProjectionSpec(allocation="equal", dim=256),
     hessian=NO_HESSIAN,
@@ -149,30 +154,34 @@ def test_factors_materialize_to_the_whole_gradient(adafactor_state):
     np.testing.assert_allclose(grad, whole[path], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["none", "adafactor", "adam", "estimated"])
+def _estimated_v(state, *, seed=7, size=6):
+  apply_fn = model_lib.apply_fn(helpers.TINY_MODEL)
+  sample = helpers.random_batch(seed=seed, batch_size=size)
+  grads = gradients.per_example_grads(
+    apply_fn, state.params, sample.token_ids, sample.loss_mask
+  )
+  return correction_lib.estimate([(grads, size)], state.params, epsilon=1e-12)
+
+
+@pytest.mark.parametrize(
+  "kind, factored",
+  [
+    ("none", False),
+    ("adafactor", False),
+    ("adam", False),
+    ("estimated", False),
+    ("adam", True),
+    ("estimated", True),
+  ],
+)
 def test_kronecker_equals_explicit_projection(
-  kind, adafactor_state, adam_state
+  kind, factored, adafactor_state, adam_state
 ):
   state = adam_state if kind == "adam" else adafactor_state
   batch = helpers.random_batch(batch_size=5)
-  fix = None
-  if kind == "estimated":
-    apply_fn = model_lib.apply_fn(helpers.TINY_MODEL)
-    sample = helpers.random_batch(seed=7, batch_size=6)
-    fix = correction_lib.estimate(
-      [
-        (
-          gradients.per_example_grads(
-            apply_fn, state.params, sample.token_ids, sample.loss_mask
-          ),
-          6,
-        )
-      ],
-      state.params,
-      epsilon=1e-12,
-    )
-  encoder = make_encoder(state, correction=kind, fix=fix)
-  if kind == "adafactor":  # All matrices factored: no gradient is formed.
+  fix = _estimated_v(state) if kind == "estimated" else None
+  encoder = make_encoder(state, correction=kind, factored=factored, fix=fix)
+  if kind == "adafactor" or factored:  # No matrix gradient is formed.
     assert all(
       isinstance(encoder.correction[b.path], correction_lib.Factored)
       for b in encoder.layout.blocks[:-1]
@@ -180,6 +189,70 @@ def test_kronecker_equals_explicit_projection(
   got = np.asarray(encoder.features(batch).features)
   assert got.shape == (5, 256)
   assert_close(got, brute_force_features(encoder, batch))
+
+
+def _factored_by_hand(v, view, epsilon):
+  """(V̂ + ε)^(-1/2) of V̂ = outer(v_row, v_col) / mean(v_row), in numpy."""
+  matrix = np.asarray(v, np.float64).reshape(view)
+  v_row, v_col = matrix.mean(axis=1), matrix.mean(axis=0)
+  return 1 / np.sqrt(np.outer(v_row, v_col) / v_row.mean() + epsilon)
+
+
+@pytest.mark.parametrize(
+  "shape, view", [((5, 7), (5, 7)), ((9, 4), (9, 4)), ((4, 2, 3), (4, 6))]
+)
+def test_factored_v_is_the_row_and_column_mean_formula(shape, view):
+  v = np.random.default_rng(0).uniform(0.1, 2.0, shape).astype(np.float32)
+  fix = correction_lib.factored_second_moment(
+    jax.numpy.asarray(v), view, epsilon=1e-12
+  )
+  assert fix.rows.shape == (view[0],) and fix.cols.shape == (view[1],)
+  np.testing.assert_allclose(
+    np.outer(fix.rows, fix.cols), _factored_by_hand(v, view, 1e-12), rtol=1e-5
+  )
+  # A V that is an outer product already is its own factored form.
+  rank_one = np.outer(v.reshape(view)[:, 0], v.reshape(view)[0])
+  again = correction_lib.factored_second_moment(
+    jax.numpy.asarray(rank_one), view, epsilon=1e-12
+  )
+  np.testing.assert_allclose(
+    np.outer(again.rows, again.cols), 1 / np.sqrt(rank_one), rtol=1e-5
+  )
+
+
+def test_factorize_keeps_what_has_no_matrix_view():
+  v = np.random.default_rng(1).uniform(0.1, 2.0, (6, 4)).astype(np.float32)
+  scale = jax.lax.rsqrt(jax.numpy.asarray(v) + 1e-12)
+  bias = correction_lib.Elementwise(scale[0])
+  unseen = correction_lib.Elementwise(scale)  # a matrix no capture covers
+  fix = correction_lib.factorize(
+    {
+      ("w",): correction_lib.Elementwise(scale),
+      ("b",): bias,
+      ("mix",): unseen,
+      ("off",): None,
+    },
+    {("w",): (6, 4), ("off",): (6, 4)},
+  )
+  assert fix[("b",)] is bias and fix[("mix",)] is unseen
+  assert fix[("off",)] is None
+  # V + ε is read off the elementwise scale, then factored.
+  np.testing.assert_allclose(
+    np.outer(fix[("w",)].rows, fix[("w",)].cols),
+    _factored_by_hand(v, (6, 4), 1e-12),
+    rtol=1e-5,
+  )
+
+
+@pytest.mark.parametrize("kind", ["none", "adafactor"])
+def test_factored_is_refused_where_v_is_not_elementwise(kind):
+  with pytest.raises(ValueError, match="'factored'.*" + kind):
+    correction_lib.CorrectionSpec(kind=kind, factored=True)
+  with pytest.raises(ValueError, match="'factored'"):
+    encoder_lib.preset("trackstar", correction=kind, factored=True)
+  assert encoder_lib.preset(
+    "trackstar", correction="adam", factored=True
+  ).correction == correction_lib.CorrectionSpec(kind="adam", factored=True)
 
 
 def test_partly_factored_adafactor_mixes_both_paths():
@@ -339,6 +412,123 @@ def test_fingerprint_names_the_differing_field(adafactor_state):
   ):
     a.check_matches(b, what="store")
   a.check_matches(make_encoder(adafactor_state).fingerprint, what="store")
+
+
+def _write_store(directory, encoder):
+  """A one-shard store of zeros made by `encoder` (its manifest is what
+  counts here)."""
+  records = [
+    store_lib.EncodedRecord("x", np.zeros(encoder.dim, np.float32), 0.0, 1)
+  ]
+  shard = store_lib.write_shard(
+    directory,
+    index=0,
+    num_shards=1,
+    records=records,
+    rejected=[],
+    fingerprint=encoder.fingerprint,
+  )
+  store_lib.finalize(
+    directory,
+    shards=[shard],
+    parse_rejected=[],
+    fingerprint=encoder.fingerprint,
+    encoder_config=encoder.config.to_dict(),
+    num_read=1,
+    source="test",
+  )
+
+
+def test_a_store_of_elementwise_v_is_refused_by_a_factored_query_side(
+  adam_state, tmp_path
+):
+  elementwise = make_encoder(adam_state, correction="adam")
+  _write_store(str(tmp_path), elementwise)
+  store = store_lib.EncodingStore(str(tmp_path))
+  recorded = store.manifest["encoder_config"]
+  assert recorded["correction"]["factored"] is False
+  # Fingerprints of an elementwise V read as before the field existed.
+  assert "factored" not in json.loads(store.fingerprint.correction)
+  assert encoder_lib.EncoderConfig.from_dict(recorded) == elementwise.config
+  query_config = encoder_lib.with_recorded_layout(
+    dataclasses.replace(
+      elementwise.config,
+      correction=correction_lib.CorrectionSpec(kind="adam", factored=True),
+    ),
+    recorded,
+  )
+  assert query_config.correction.factored  # The query side's own choice.
+  factored = make_encoder(adam_state, correction="adam", factored=True)
+  assert factored.config == query_config
+  assert json.loads(factored.fingerprint.correction)["factored"] is True
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError,
+    match="field 'correction' differs in 'factored'",
+  ):
+    store_lib.EncodingStore(str(tmp_path), expected=factored.fingerprint)
+  store_lib.EncodingStore(str(tmp_path), expected=elementwise.fingerprint)
+
+
+def test_a_saved_estimate_factors_as_the_estimate_it_was(
+  adafactor_state, tmp_path
+):
+  # The saved file stays elementwise; the factored form is derived when an
+  # encoder is built, the same from the file as from the estimate itself.
+  estimated = _estimated_v(adafactor_state)
+  path = str(tmp_path / "second_moments.npz")
+  digest = correction_lib.save_estimate(estimated, path)
+  spec = correction_lib.CorrectionSpec(
+    kind="estimated", estimate_path=path, estimate_digest=digest, factored=True
+  )
+  loaded = correction_lib.from_checkpoint(spec, None, adafactor_state.params)
+  assert correction_lib.estimate_digest(loaded) == digest
+  batch = helpers.random_batch(seed=2, batch_size=4)
+  here, there = (
+    make_encoder(adafactor_state, correction="estimated", factored=True, fix=f)
+    for f in (estimated, loaded)
+  )
+  np.testing.assert_array_equal(
+    np.asarray(here.features(batch).features),
+    np.asarray(there.features(batch).features),
+  )
+  assert all(isinstance(f, correction_lib.Elementwise) for f in loaded.values())
+  assert isinstance(
+    there.correction["block_0", "wi", "kernel"], correction_lib.Factored
+  )
+
+
+def _top_k(encodings, k=10):
+  """[n, k] indices of each row's k highest cosines, itself included."""
+  scores = encodings @ encodings.T
+  return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_factored_v_ranks_each_example_first_for_itself(adam_state):
+  # Each example is its own query: with unit encodings its self-score 1 is
+  # the highest, whichever V, so the top-10 lists of the factored and the
+  # elementwise V share at least that one. The share beyond it is measured
+  # (bench/factored_v.py), not asserted.
+  batch = helpers.random_batch(seed=5, batch_size=24)
+  ranked = {
+    factored: _top_k(
+      np.asarray(
+        make_encoder(
+          adam_state, correction="adam", factored=factored, normalize=True
+        )
+        .encode(batch)
+        .features,
+        np.float64,
+      )
+    )
+    for factored in (False, True)
+  }
+  for top in ranked.values():
+    np.testing.assert_array_equal(top[:, 0], np.arange(24))
+  overlaps = [
+    len(set(a) & set(b)) / 10
+    for a, b in zip(ranked[False], ranked[True], strict=True)
+  ]
+  assert 0.1 <= min(overlaps) and max(overlaps) <= 1.0
 
 
 def test_presets_switch_one_component_each():

@@ -16,6 +16,18 @@ checkpoint, found by name with `optax.tree_utils`, never guessed:
 With factored V, ε is added to each factor: the row scale is
 (v_row / mean(v_row) + ε)^(-1/2) and the column scale (v_col + ε)^(-1/2), so
 the correction stays an exact product of the two.
+
+`CorrectionSpec.factored` approximates an elementwise V ("adam",
+"estimated") the way Adafactor keeps it: for every weight the capture sees
+as a matrix [m, n] (`trak_jax.capture`; an n-D kernel as its matrix view),
+v_row = mean of V over columns, v_col = mean over rows, V ≈ outer(v_row,
+v_col) / mean(v_row), ε added to V first (`factored_second_moment`,
+`factorize`). The Kronecker projection then folds it into the per-token
+factors instead of forming each example's m x n gradient. Other parameters
+(vectors, weights used another way) keep their elementwise V. The factors
+are derived from the elementwise correction when an encoder is built, so an
+estimated V is saved (`save_estimate`) and digested elementwise, once,
+whichever form encodes with it.
 """
 
 import dataclasses
@@ -31,6 +43,8 @@ import optax
 from trak_jax import files, gradients
 
 KINDS = ("none", "adam", "adafactor", "estimated")
+# The kinds with an elementwise V, which `CorrectionSpec.factored` factors.
+FACTORABLE = ("adam", "estimated")
 
 
 class MissingOptimizerStateError(ValueError):
@@ -50,6 +64,10 @@ class CorrectionSpec:
       estimated; every job that encodes loads it from here.
     estimate_digest: The digest of that V, recorded in every fingerprint
       (the path is not: a moved store keeps its meaning).
+    factored: For "adam" and "estimated": approximate each captured weight
+      matrix's elementwise V by its row and column means, as Adafactor
+      keeps it (`factorize`), so that the Kronecker projection needs no
+      per-example gradient of the matrix.
   """
 
   kind: str = "adafactor"
@@ -57,10 +75,17 @@ class CorrectionSpec:
   estimate_sample: int = 256
   estimate_path: str | None = None
   estimate_digest: str | None = None
+  factored: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"correction kind {self.kind!r} is not one of {KINDS}")
+    if self.factored and self.kind not in FACTORABLE:
+      has = "no V" if self.kind == "none" else "a factored V already"
+      raise ValueError(
+        f"correction field 'factored' approximates an elementwise V (kinds "
+        f"{FACTORABLE}); kind {self.kind!r} has {has}"
+      )
 
 
 class Elementwise(NamedTuple):
@@ -141,13 +166,89 @@ def from_adafactor(
         _factored_scale(v_row, v_col, d1, d0, epsilon=epsilon)
       )
       continue
-    # As optax reconstructs V: the statistic along axis d1 is v_row / mean,
-    # the one along axis d0 is v_col.
-    along_d1 = jax.lax.rsqrt(v_row / jnp.mean(v_row) + epsilon)
-    along_d0 = jax.lax.rsqrt(v_col + epsilon)
-    rows, cols = (along_d1, along_d0) if d1 == 0 else (along_d0, along_d1)
-    correction[path] = Factored(rows=rows, cols=cols)
+    correction[path] = _factored_matrix(v_row, v_col, d1, epsilon=epsilon)
   return correction
+
+
+def _factored_matrix(v_row, v_col, d1: int, *, epsilon: float) -> Factored:
+  """The row and column scales of a matrix from its factored statistics.
+
+  As optax reconstructs V: the statistic along axis d1 is v_row / mean
+  (v_row), the one along the other axis is v_col, ε added to each. A V of
+  zeros has zero factors, not NaNs.
+  """
+  mean = jnp.maximum(jnp.mean(v_row), jnp.finfo(v_row.dtype).tiny)
+  along_d1 = jax.lax.rsqrt(v_row / mean + epsilon)
+  along_d0 = jax.lax.rsqrt(v_col + epsilon)
+  if d1 == 0:
+    return Factored(rows=along_d1, cols=along_d0)
+  return Factored(rows=along_d0, cols=along_d1)
+
+
+def factored_second_moment(
+  v: jax.Array, view: tuple[int, int], *, epsilon: float
+) -> Factored:
+  """Adafactor's factored form of an elementwise V, as scales.
+
+  V (any shape of `view`'s size) is seen as the matrix `view` [m, n]; with
+  optax's axes (`_factored_axes`), v_row is its mean over the larger axis
+  d0 and v_col its mean over d1, and V ≈ outer(v_row, v_col) / mean(v_row)
+  up to the order of axes. For a matrix both means are of one V, so
+  mean(v_row) = mean(v_col) = mean(V): which factor is divided by it does
+  not change the product.
+
+  ε is added to V before it is factored, as optax's Adafactor adds it to the
+  squared gradients it averages. The result is (V̂ + ε)^(-1/2) up to O(ε)
+  where V's row and column means are well above ε; where a row is zero (an
+  embedding row no example of the sample used) its scale stays of order
+  ε^(-1/2), as elementwise, instead of the ε^(-1/2) v_col^(-1/2) that ε
+  added to each factor would give.
+
+  Args:
+    v: The elementwise second moment, `prod(view)` entries.
+    view: The matrix (m, n) it is seen as.
+    epsilon: ε.
+
+  Returns:
+    The [m] row and [n] column scales (V + ε)^(-1/2) of the approximation.
+  """
+  return _factor(v.reshape(view) + epsilon)
+
+
+def _factor(v_plus_epsilon: jax.Array) -> Factored:
+  """Row and column scales of the factored form of an [m, n] V + ε."""
+  d1, d0 = _factored_axes(v_plus_epsilon.shape)
+  v_row = jnp.mean(v_plus_epsilon, axis=d0)  # [shape[d1]]
+  v_col = jnp.mean(v_plus_epsilon, axis=d1)  # [shape[d0]]
+  return _factored_matrix(v_row, v_col, d1, epsilon=0.0)
+
+
+def factorize(
+  correction: Correction, views: dict[gradients.Path, tuple[int, int]]
+) -> Correction:
+  """`correction` with each captured matrix's elementwise V factored.
+
+  An `Elementwise` scale s is (V + ε)^(-1/2), so s⁻² is the V + ε that
+  `factored_second_moment` factors: a saved estimate (`load_estimate`)
+  factors exactly as the same V estimated in this process. Parameters
+  without a matrix view, and corrections that are already factored or
+  none, are kept.
+
+  Args:
+    correction: Per-parameter corrections.
+    views: The matrix view (m, n) of each captured weight
+      (`capture.matrix_views`).
+
+  Returns:
+    The correction with `Factored` scales for every captured matrix.
+  """
+  factored = dict(correction)
+  for path, view in views.items():
+    fix = correction[path]
+    if isinstance(fix, Elementwise):
+      # [*param_shape] -> [m, n]
+      factored[path] = _factor(1.0 / jnp.square(fix.scale.reshape(view)))
+  return factored
 
 
 def estimate(

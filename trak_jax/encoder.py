@@ -10,9 +10,10 @@ the parameters keep the sharding they were loaded with.
 
 Per matrix parameter the encoder picks the cheapest exact path:
 
-- factored: correction none or Adafactor-factored with a Kronecker
-  projection: Σ_t (P_L r⊙a_t)(P_R c⊙δ_t)ᵀ from per-token factors, no m x n
-  gradient per example;
+- factored: correction none, Adafactor-factored, or an elementwise V (Adam,
+  estimated) approximated by its factors (`CorrectionSpec.factored`), with a
+  Kronecker projection: Σ_t (P_L r⊙a_t)(P_R c⊙δ_t)ᵀ from per-token factors,
+  no m x n gradient per example;
 - materialised: elementwise correction (Adam, estimated), or a dense or no
   projection: ∇W is formed per example, `chunk_size` examples at a time.
 """
@@ -90,14 +91,32 @@ class Fingerprint:
     return cls(**values)
 
   def check_matches(self, other: "Fingerprint", *, what: str) -> None:
-    """Raises FingerprintMismatchError naming the first differing field."""
+    """Raises FingerprintMismatchError naming the first differing field.
+
+    For a field recorded as JSON (correction, projection) the error also
+    names the differing keys, e.g. the correction's 'factored'.
+    """
     for field in dataclasses.fields(self):
       mine, theirs = getattr(self, field.name), getattr(other, field.name)
       if mine != theirs:
         raise FingerprintMismatchError(
-          f"{what}: fingerprint field '{field.name}' differs: "
-          f"{mine!r} != {theirs!r}"
+          f"{what}: fingerprint field '{field.name}' differs"
+          f"{_differing_keys(mine, theirs)}: {mine!r} != {theirs!r}"
         )
+
+
+def _differing_keys(mine: Any, theirs: Any) -> str:
+  """Names the keys two JSON objects differ in (" in 'a', 'b'"), else ""."""
+  try:
+    mine, theirs = json.loads(mine), json.loads(theirs)
+  except (TypeError, json.JSONDecodeError):
+    return ""
+  if not (isinstance(mine, dict) and isinstance(theirs, dict)):
+    return ""
+  keys = sorted(
+    k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)
+  )
+  return " in " + ", ".join(f"'{k}'" for k in keys)
 
 
 class FingerprintMismatchError(ValueError):
@@ -116,6 +135,20 @@ def _layout_digest(layout: projection_lib.Layout) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _correction_json(spec: correction_lib.CorrectionSpec) -> str:
+  """What a correction means, as JSON.
+
+  Where a saved V lies is not what it means: its digest is. An elementwise
+  V is what every fingerprint meant before `factored` existed, so only a
+  factored one says so, and stores made before keep their fingerprint.
+  """
+  values = dataclasses.asdict(spec)
+  del values["estimate_path"]
+  if not spec.factored:
+    del values["factored"]
+  return json.dumps(values)
+
+
 def make_fingerprint(
   *,
   checkpoint_digest: str,
@@ -125,14 +158,7 @@ def make_fingerprint(
   """The fingerprint of φ made with `config` from a checkpoint."""
   return Fingerprint(
     checkpoint_digest=checkpoint_digest,
-    # Where a saved V lies is not what it means: its digest is.
-    correction=json.dumps(
-      {
-        k: v
-        for k, v in dataclasses.asdict(config.correction).items()
-        if k != "estimate_path"
-      }
-    ),
+    correction=_correction_json(config.correction),
     projection=json.dumps(
       {
         **dataclasses.asdict(config.projection),
@@ -178,7 +204,10 @@ class TrackStarEncoder:
     apply_fn: (params, token_ids [batch, seq]) -> logits [batch, seq,
       vocab], any Flax model (`trak_jax.capture` finds its weights).
     config: The encoder's stages.
-    correction: Per-parameter corrections (see `trak_jax.correction`).
+    correction: Per-parameter corrections (see `trak_jax.correction`). With
+      `config.correction.factored`, the elementwise V of every captured
+      matrix is replaced by its factored approximation
+      (`correction.factorize`).
     checkpoint_digest: Digest of the checkpoint, for the fingerprint.
     mesh: The mesh; the batch is sharded over its `data` axis.
     preconditioner: R^(-1/2) for `encode`, or None.
@@ -204,6 +233,8 @@ class TrackStarEncoder:
       config.projection, params, self.views
     )
     self.matrices = projection_lib.make_matrices(config.projection, self.layout)
+    if config.correction.factored:
+      correction = correction_lib.factorize(correction, self.views)
     self.correction = correction
     self.preconditioner = preconditioner
     self.fingerprint = make_fingerprint(
@@ -657,6 +688,7 @@ def preset(
   name: str,
   *,
   correction: str = "adafactor",
+  factored: bool = False,
   projection: projection_lib.ProjectionSpec | None = None,
   hessian: hessian_lib.HessianSpec | None = None,
 ) -> EncoderConfig:
@@ -673,6 +705,8 @@ def preset(
     name: One of `PRESETS`.
     correction: The correction TrackStar uses ("adafactor", "adam",
       "estimated").
+    factored: Approximate an "adam" or "estimated" V by its factors
+      (`CorrectionSpec.factored`).
     projection: Projection (default `ProjectionSpec()`).
     hessian: The mixed Hessian of TrackStar (default `HessianSpec()`).
 
@@ -683,7 +717,7 @@ def preset(
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
   projection = projection or projection_lib.ProjectionSpec()
   mixed = hessian or hessian_lib.HessianSpec()
-  fixed = correction_lib.CorrectionSpec(kind=correction)
+  fixed = correction_lib.CorrectionSpec(kind=correction, factored=factored)
   plain = correction_lib.CorrectionSpec(kind="none")
   none = dataclasses.replace(mixed, kind="none")
   train_only = dataclasses.replace(mixed, kind="train")

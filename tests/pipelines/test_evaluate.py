@@ -167,3 +167,21 @@ def test_recall_vs_exact_search_on_hand_made_rankings():
   # An exact top-k shorter than k (a small index) is the denominator.
   assert recall(["b", "a", "x"], ["a", "b"], k=3) == 1.0
   assert np.isnan(recall(["a"], []))
+
+
+def test_factored_v_is_an_option_with_its_own_stores():
+  options = evaluate_lib.EvaluateOptions(
+    corpus="c",
+    queries="q",
+    checkpoint="m",
+    output_dir="o",
+    methods=("grad_dot", "trackstar"),
+    factored=True,
+  )
+  configs = evaluate_lib.method_configs(options, "adamw")
+  assert configs["trackstar"].correction.factored
+  assert not configs["grad_dot"].correction.factored  # No V to factor.
+  keys = {evaluate_lib._key(c) for c in configs.values()}
+  assert keys == {"none", "adam-factored"}
+  with pytest.raises(ValueError, match="'factored'"):
+    evaluate_lib.method_configs(options, "adafactor")
