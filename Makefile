@@ -19,7 +19,7 @@ $(STAMP): setup.py | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m trak_jax.demo --output_dir=$(OUT)
+	$(PY) -m pipelines.demo_main --output_dir=$(OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 BINARIES = (
-  "trak_jax.demo",
+  "pipelines.demo_main",
   "trak_jax.train_main",
   "trak_jax.eval.factbench",
   "pipelines.encode_main",

@@ -30,12 +30,12 @@ from jax.sharding import Mesh
 from trak_jax import files, models, partitioning
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
+from trak_jax import train_state as train_state_lib
 
-
-class TrainState(NamedTuple):
-  step: jax.Array  # [] int32, number of updates applied
-  params: Any  # pytree of the model's parameters
-  opt_state: optax.OptState  # the optimizer's whole state
+# Re-exported: callers spell them checkpoint.TrainState and
+# checkpoint.abstract_train_state.
+TrainState = train_state_lib.TrainState
+abstract_train_state = train_state_lib.abstract_train_state
 
 
 class Checkpoint(NamedTuple):
@@ -130,26 +130,6 @@ class CheckpointWriter:
 
   def close(self) -> None:
     self._manager.close()
-
-
-def abstract_train_state(
-  model_config: models.ModelConfig,
-  optimizer_config: optimizer_lib.OptimizerConfig | None,
-  mesh: Mesh,
-) -> TrainState:
-  """Shapes, dtypes and shardings of a `TrainState`, computing nothing."""
-  from trak_jax import train  # The train module builds states.
-
-  state, shardings = train.abstract_state_and_shardings(
-    model_config, optimizer_config, mesh
-  )
-  return jax.tree.map(
-    lambda leaf, sharding: jax.ShapeDtypeStruct(
-      leaf.shape, leaf.dtype, sharding=sharding
-    ),
-    state,
-    shardings,
-  )
 
 
 def resolve_checkpoint_dir(

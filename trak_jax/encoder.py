@@ -34,6 +34,13 @@ from trak_jax import data as data_lib
 from trak_jax import hessian as hessian_lib
 from trak_jax import projection as projection_lib
 
+# Re-exported: callers spell them encoder.Fingerprint and
+# encoder.FingerprintMismatchError.
+from trak_jax.fingerprint import (  # noqa: F401
+  Fingerprint,
+  FingerprintMismatchError,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
@@ -70,57 +77,6 @@ class EncoderConfig:
       chunk_size=values["chunk_size"],
       dtype=values["dtype"],
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class Fingerprint:
-  """What an encoding means; stores, Hessians and indexes compare it."""
-
-  checkpoint_digest: str
-  correction: str  # correction kind and ε, as JSON
-  projection: str  # projection kind, dims and layout, as JSON
-  seed: int
-  dim: int
-  dtype: str
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, values: dict[str, Any]) -> "Fingerprint":
-    return cls(**values)
-
-  def check_matches(self, other: "Fingerprint", *, what: str) -> None:
-    """Raises FingerprintMismatchError naming the first differing field.
-
-    For a field recorded as JSON (correction, projection) the error also
-    names the differing keys, e.g. the correction's 'factored'.
-    """
-    for field in dataclasses.fields(self):
-      mine, theirs = getattr(self, field.name), getattr(other, field.name)
-      if mine != theirs:
-        raise FingerprintMismatchError(
-          f"{what}: fingerprint field '{field.name}' differs"
-          f"{_differing_keys(mine, theirs)}: {mine!r} != {theirs!r}"
-        )
-
-
-def _differing_keys(mine: Any, theirs: Any) -> str:
-  """Names the keys two JSON objects differ in (" in 'a', 'b'"), else ""."""
-  try:
-    mine, theirs = json.loads(mine), json.loads(theirs)
-  except (TypeError, json.JSONDecodeError):
-    return ""
-  if not (isinstance(mine, dict) and isinstance(theirs, dict)):
-    return ""
-  keys = sorted(
-    k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)
-  )
-  return " in " + ", ".join(f"'{k}'" for k in keys)
-
-
-class FingerprintMismatchError(ValueError):
-  """Two artifacts were made with different encoders."""
 
 
 class Encoded(NamedTuple):

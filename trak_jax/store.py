@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trak_jax import encoder as encoder_lib
 from trak_jax import files
+from trak_jax import fingerprint as fingerprint_lib
 
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
@@ -124,7 +124,7 @@ def write_shard(
   num_shards: int,
   records: Iterable[EncodedRecord],
   rejected: Sequence[Rejection],
-  fingerprint: encoder_lib.Fingerprint,
+  fingerprint: fingerprint_lib.Fingerprint,
 ) -> ShardInfo:
   """Writes one shard atomically, then its metadata file.
 
@@ -180,12 +180,12 @@ def done_shard(
   directory: str,
   index: int,
   num_shards: int,
-  fingerprint: encoder_lib.Fingerprint,
+  fingerprint: fingerprint_lib.Fingerprint,
 ) -> ShardInfo | None:
   """The metadata of a finished shard, or None if it must be (re)written.
 
   Raises:
-    encoder.FingerprintMismatchError: If the shard was made by another
+    fingerprint.FingerprintMismatchError: If the shard was made by another
       encoder.
   """
   data = os.path.join(directory, shard_name(index, num_shards))
@@ -194,7 +194,7 @@ def done_shard(
     return None
   info = read_shard_info(directory, index, num_shards)
   fingerprint.check_matches(
-    encoder_lib.Fingerprint.from_dict(info.fingerprint), what=data
+    fingerprint_lib.Fingerprint.from_dict(info.fingerprint), what=data
   )
   if files.sha256(data) != info.sha256:
     return None  # Written by a run that died between data and metadata.
@@ -217,7 +217,7 @@ def finalize(
   *,
   shards: Sequence[ShardInfo],
   parse_rejected: Sequence[Rejection],
-  fingerprint: encoder_lib.Fingerprint,
+  fingerprint: fingerprint_lib.Fingerprint,
   encoder_config: dict[str, Any],
   num_read: int,
   source: str,
@@ -282,14 +282,14 @@ class EncodingStore:
 
   Raises:
     StoreError: If the store is unfinished or its manifest unreadable.
-    encoder.FingerprintMismatchError: If `expected` differs.
+    fingerprint.FingerprintMismatchError: If `expected` differs.
   """
 
   def __init__(
     self,
     directory: str,
     *,
-    expected: encoder_lib.Fingerprint | None = None,
+    expected: fingerprint_lib.Fingerprint | None = None,
     verify: bool = True,
   ):
     self.directory = directory
@@ -300,7 +300,7 @@ class EncodingStore:
         self.manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
       raise StoreError(f"{directory}/{MANIFEST}: unreadable: {error}") from None
-    self.fingerprint = encoder_lib.Fingerprint.from_dict(
+    self.fingerprint = fingerprint_lib.Fingerprint.from_dict(
       self.manifest["fingerprint"]
     )
     if expected is not None:

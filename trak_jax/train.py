@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +23,14 @@ from tqdm import tqdm
 
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
-from trak_jax import files, models, partitioning
+from trak_jax import files, partitioning
 from trak_jax import model as model_lib
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
+from trak_jax import train_state as train_state_lib
 
-TrainState = checkpoint_lib.TrainState
+TrainState = train_state_lib.TrainState
+abstract_state_and_shardings = train_state_lib.abstract_state_and_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,74 +69,12 @@ class TrainResult(NamedTuple):
   tokens_per_second: float  # non-padding tokens / s in this call
 
 
-def _opt_state_shardings(
-  abstract_opt_state: Any, abstract_params: Any, params_shardings: Any, mesh
-) -> Any:
-  """Optimizer leaves shaped like a parameter share its sharding.
-
-  Moments that mirror a parameter (`mu`, `nu`, unfactored `v`) are sharded
-  like it; factored statistics and counters are small and replicated.
-  """
-  keystr = jax.tree_util.keystr
-  by_path = {
-    keystr(path): (leaf.shape, sharding)
-    for (path, leaf), sharding in zip(
-      jax.tree_util.tree_leaves_with_path(abstract_params),
-      jax.tree.leaves(params_shardings),
-      strict=True,
-    )
-  }
-
-  def choose(path, leaf):
-    key = keystr(path)
-    for param_key, (shape, sharding) in by_path.items():
-      if key.endswith(param_key) and shape == leaf.shape:
-        return sharding
-    return partitioning.replicated(mesh)
-
-  return jax.tree_util.tree_map_with_path(choose, abstract_opt_state)
-
-
 def _boxed_init_fn(model: model_lib.Transformer, seq_len: int):
   def init(key):
     ids = jnp.zeros((1, seq_len), jnp.int32)
     return model.init(key, ids)["params"]
 
   return init
-
-
-def abstract_state_and_shardings(
-  model_config: models.ModelConfig,
-  optimizer_config: optimizer_lib.OptimizerConfig | None,
-  mesh: Mesh,
-) -> tuple[TrainState, TrainState]:
-  """(abstract `TrainState`, `TrainState` of shardings), computing nothing.
-
-  Any model of `trak_jax.models`; without an optimizer (an imported
-  checkpoint that came without its state) `opt_state` is None.
-  """
-  boxed = jax.eval_shape(models.boxed_init_fn(model_config), jax.random.key(0))
-  params_shardings = partitioning.logical_shardings(boxed, mesh)
-  abstract_params = nn.unbox(boxed)
-  abstract_opt = opt_shardings = None
-  if optimizer_config is not None:
-    abstract_opt = jax.eval_shape(
-      optimizer_lib.make_optimizer(optimizer_config).init, abstract_params
-    )
-    opt_shardings = _opt_state_shardings(
-      abstract_opt, abstract_params, params_shardings, mesh
-    )
-  abstract = TrainState(
-    step=jax.ShapeDtypeStruct((), jnp.int32),
-    params=abstract_params,
-    opt_state=abstract_opt,
-  )
-  shardings = TrainState(
-    step=partitioning.replicated(mesh),
-    params=params_shardings,
-    opt_state=opt_shardings,
-  )
-  return abstract, shardings
 
 
 def init_state(

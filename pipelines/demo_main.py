@@ -1,6 +1,6 @@
 r"""`make demo`: the whole job on the bundled fact-tracing data.
 
-  python -m trak_jax.demo --output_dir=out/demo
+  python -m pipelines.demo_main --output_dir=out/demo
 
 Steps (the data and the model are reused when they already exist):
 1. generate the FactBench demo corpus and queries (`<out>/data/`);
