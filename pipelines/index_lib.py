@@ -40,7 +40,10 @@ class IndexOptions:
     hessian_dir: The fitted Hessian (needed when the config has one).
     output_dir: Receives the index.
     encoder_config: Says whether to precondition and normalise.
-    kind: "scann" or "exact".
+    kind: "scann" (one ScaNN index, built in one process), "exact" (a
+      sharded exact index) or "scann_sharded" (a sharded exact index whose
+      shards each have a ScaNN searcher, with its Recall@10 against exact
+      search on that shard recorded in index.json).
     scann: ScaNN settings.
     recall_sample: Stored examples used as queries to measure ScaNN's
       Recall@10 against exact search.
@@ -68,8 +71,19 @@ class IndexOptions:
         f"index dtype {self.dtype!r} is not one of "
         f"{', '.join(index_lib.DTYPES)}"
       )
-    if self.dtype is not None and self.kind != "exact":
-      raise ValueError(f"dtype={self.dtype!r} needs kind='exact'")
+    if self.kind not in KINDS:
+      raise ValueError(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
+    if self.dtype is not None and self.kind == "scann":
+      raise ValueError(
+        f"dtype={self.dtype!r} needs a sharded index (kind 'exact' or "
+        f"'{index_lib.SCANN_SHARDED}')"
+      )
+
+
+# IndexOptions.kind: one ScaNN index, sharded exact, or sharded exact with a
+# ScaNN searcher per shard.
+KINDS = ("scann", "exact", index_lib.SCANN_SHARDED)
+SHARDED_KINDS = ("exact", index_lib.SCANN_SHARDED)
 
 
 def index_dtype(options: IndexOptions, store) -> str:
@@ -234,6 +248,15 @@ class WriteIndexShard(FinishShard):
       entry["recall_at_10_vs_float32"] = index_lib.recall_of_dtype(
         shard.vectors, stored, sample=self._options.recall_sample
       )
+    if self._options.kind == index_lib.SCANN_SHARDED:
+      entry["scann"] = index_lib.write_shard_searcher(
+        self._options.output_dir,
+        index=index,
+        num_shards=self._store.num_shards,
+        shard=index_lib.IndexShard(shard.ids, stored),
+        spec=self._options.scann,
+        recall_sample=self._options.recall_sample,
+      )
     self._shards.inc()
     yield {"index": index, **entry}
 
@@ -269,10 +292,15 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
   return index.info
 
 
+def _weighted(pairs: list[tuple[int, float]]) -> float:
+  """The mean of (weight, value) pairs' values, by weight."""
+  return sum(n * v for n, v in pairs) / sum(n for n, _ in pairs)
+
+
 def write_sharded_info(
   entries, *, options: IndexOptions, store, hessian_record
 ) -> dict:
-  """Writes a sharded exact index's index.json, once every shard is written.
+  """Writes a sharded index's index.json, once every shard is written.
 
   Raises:
     index.IndexShardError: If a store shard has no index shard.
@@ -286,7 +314,7 @@ def write_sharded_info(
     )
   info = {
     **_recorded(options, store, hessian_record),
-    "kind": "exact",
+    "kind": options.kind,
     "layout": index_lib.SHARDED,
     "size": sum(e["count"] for e in entries),
     "scann": None,
@@ -300,9 +328,14 @@ def write_sharded_info(
     if e.get("recall_at_10_vs_float32") is not None
   ]
   if recalls:  # Shards weighted by their rows.
-    info["recall_at_10_vs_float32"] = sum(n * r for n, r in recalls) / sum(
-      n for n, _ in recalls
-    )
+    info["recall_at_10_vs_float32"] = _weighted(recalls)
+  searched = [
+    (e["count"], e["scann"]["recall_at_10"]["recall"])
+    for e in entries
+    if e.get("scann")
+  ]
+  if searched:
+    info["scann_recall_at_10"] = _weighted(searched)
   index_lib.write_info(options.output_dir, info)
   return info
 
@@ -319,7 +352,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
   _, record = load_preconditioner(options, store.fingerprint)
   digest = digest_of(record)
   shards = pipeline | "Shards" >> beam.Create(list(range(store.num_shards)))
-  if options.kind == "exact":
+  if options.kind in SHARDED_KINDS:
     _ = (
       shards
       | "Spread" >> beam.Reshuffle()

@@ -16,7 +16,13 @@ from trak_jax import encoder, gin_utils, index
 _STORE = flags.DEFINE_string("store_dir", None, "Store.", required=True)
 _HESSIAN = flags.DEFINE_string("hessian_dir", None, "Fitted Hessian.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
-_KIND = flags.DEFINE_enum("kind", "scann", ["scann", "exact"], "Index kind.")
+_KIND = flags.DEFINE_enum(
+  "kind",
+  "scann",
+  list(index_lib.KINDS),
+  "Index kind: scann (one index), exact (sharded), scann_sharded (sharded, "
+  "a ScaNN searcher per shard).",
+)
 _DTYPE = flags.DEFINE_enum(
   "dtype",
   None,

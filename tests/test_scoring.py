@@ -40,6 +40,7 @@ def test_top_k_handles_small_key_sets_and_bad_shapes():
   [
     index_lib.ScannSpec(),  # Small: hashing and re-ordering, no tree.
     index_lib.ScannSpec(num_leaves=30, num_leaves_to_search=10),
+    index_lib.ScannSpec(scorer="brute_force_int8", reorder_k=50),
   ],
 )
 def test_scann_top10_agrees_with_exact(tmp_path, spec):
@@ -160,3 +161,5 @@ def test_an_int8_shard_is_written_and_read_back(tmp_path):
   assert found[0][1] == pytest.approx(1.0, abs=1e-2)
   with pytest.raises(ValueError, match="index dtype 'int4'"):
     index_lib.in_dtype(vectors, "int4")
+  with pytest.raises(ValueError, match="scorer 'lsh'"):
+    index_lib.ScannSpec(scorer="lsh")

@@ -68,6 +68,9 @@ class ScannSpec:
     dims_per_block: Dimensions per asymmetric-hashing block.
     anisotropic_quantization_threshold: ScaNN's anisotropic loss threshold.
     reorder_k: Candidates re-scored exactly.
+    scorer: "ah" (asymmetric hashing) or "brute_force_int8" (every row
+      scored with int8-quantised vectors, `score_brute_force(quantize=True)`),
+      either followed by exact re-ordering of `reorder_k` candidates.
   """
 
   num_leaves: int | None = None
@@ -76,6 +79,16 @@ class ScannSpec:
   dims_per_block: int = 2
   anisotropic_quantization_threshold: float = 0.2
   reorder_k: int = 300
+  scorer: str = "ah"
+
+  def __post_init__(self):
+    if self.scorer not in SCORERS:
+      raise ValueError(
+        f"ScaNN scorer {self.scorer!r} is not one of {', '.join(SCORERS)}"
+      )
+
+
+SCORERS = ("ah", "brute_force_int8")  # ScannSpec.scorer
 
 
 class HessianMismatchError(encoder_lib.FingerprintMismatchError):
@@ -195,14 +208,14 @@ def build_scann(vectors: np.ndarray, spec: ScannSpec, *, k: int = 10):
       num_leaves_to_search=search,
       training_sample_size=sample,
     )
-  return (
-    builder.score_ah(
+  if spec.scorer == "brute_force_int8":
+    builder = builder.score_brute_force(quantize=True)
+  else:
+    builder = builder.score_ah(
       spec.dims_per_block,
       anisotropic_quantization_threshold=spec.anisotropic_quantization_threshold,
     )
-    .reorder(spec.reorder_k)
-    .build()
-  )
+  return builder.reorder(spec.reorder_k).build()
 
 
 def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
@@ -447,6 +460,101 @@ def read_shard(
   return IndexShard(ids=ids, vectors=vectors)
 
 
+SCANN_SHARDED = "scann_sharded"  # index.json's `kind`: ScaNN per shard
+
+
+def scann_dir_name(index: int, num_shards: int) -> str:
+  """The directory of one shard's serialized ScaNN searcher."""
+  return shard_file_name(index, num_shards).replace(".npz", ".scann")
+
+
+def write_shard_searcher(
+  directory: str,
+  *,
+  index: int,
+  num_shards: int,
+  shard: IndexShard,
+  spec: ScannSpec,
+  recall_sample: int = 200,
+  k: int = 10,
+) -> dict[str, Any] | None:
+  """Builds, measures and saves a ScaNN searcher over one index shard.
+
+  Args:
+    directory: The index directory.
+    index: The shard's number.
+    num_shards: Shards in the index.
+    shard: The shard as written (`in_id_order`): the searcher's row i is
+      its id i.
+    spec: ScaNN settings.
+    recall_sample: Rows of the shard used as queries to measure ScaNN's
+      Recall@k against exact search over the shard (own rows left out).
+    k: Neighbours the searcher returns by default, and compared.
+
+  Returns:
+    The shard entry's "scann" record (directory, settings, recall), or None
+    for a shard of at most k rows (exact search serves it).
+  """
+  if len(shard.ids) <= k:
+    return None
+  vectors = np.asarray(shard.vectors, np.float32)
+  searcher = build_scann(vectors, spec, k=k)
+  name = scann_dir_name(index, num_shards)
+  path = os.path.join(files.abspath(directory), name)
+  with files.local_directory_to_write(path) as local_dir:
+    searcher.serialize(local_dir, relative_path=not files.is_local(path))
+  rng = np.random.default_rng(index)
+  rows = np.sort(
+    rng.choice(len(vectors), min(recall_sample, len(vectors)), replace=False)
+  )
+  measured = Index(
+    ids=shard.ids, vectors=vectors, kind="scann", info={}, searcher=searcher
+  ).measure_recall(vectors[rows], k=k, own_rows=rows)
+  leaves, search, sample = _tree_settings(spec, len(vectors))
+  settings = {
+    **dataclasses.asdict(spec),
+    "num_leaves": leaves,
+    "num_leaves_to_search": search,
+    "training_sample_size": sample,
+  }
+  return {"dir": name, "spec": settings, f"recall_at_{k}": measured}
+
+
+def load_shard_searcher(directory: str, info: dict[str, Any], index: int):
+  """The ScaNN searcher of one shard of a "scann_sharded" index, or None
+  where the shard has none (too few rows: search it exactly)."""
+  import scann
+
+  record = info["shards"][index].get("scann")
+  if record is None:
+    return None
+  path = os.path.join(files.abspath(directory), record["dir"])
+  if not files.exists(path):
+    raise IndexShardError(f"ScaNN searcher {path} is missing")
+  with files.local_directory_to_read(path) as local_dir:
+    return scann.scann_ops_pybind.load_searcher(local_dir)
+
+
+def search_shard_scann(
+  searcher, shard: IndexShard, queries: np.ndarray, *, k: int
+) -> list[Ranked]:
+  """`search_shard` with a shard's ScaNN searcher (exact without one)."""
+  if searcher is None or not shard.ids:
+    return search_shard(shard, queries, k=k)
+  k = min(k, len(shard.ids))
+  rows, scores = searcher.search_batched(
+    np.asarray(queries, np.float32), final_num_neighbors=k
+  )
+  return [
+    [
+      (shard.ids[r], float(s))
+      for r, s in zip(row, score, strict=True)
+      if np.isfinite(s)
+    ]
+    for row, score in zip(np.asarray(rows), np.asarray(scores), strict=True)
+  ]
+
+
 def read_shard_ids(
   directory: str, info: dict[str, Any], index: int
 ) -> list[str]:
@@ -517,7 +625,8 @@ def load_info(directory: str) -> dict[str, Any]:
 
 
 def is_sharded(info: dict[str, Any]) -> bool:
-  """Whether index.json describes a sharded exact index."""
+  """Whether index.json describes a sharded index (exact, or ScaNN per
+  shard beside the exact shards)."""
   return info.get("layout") == SHARDED
 
 
@@ -709,6 +818,6 @@ class Index:
     return cls(
       ids=[ids[i] for i in order],
       vectors=vectors[order],
-      kind=info["kind"],
+      kind="exact",  # Whole, a ScaNN-per-shard index is searched exactly.
       info=info,
     )

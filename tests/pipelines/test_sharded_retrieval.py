@@ -470,10 +470,56 @@ def test_an_int8_index_keeps_recall_against_float32(sharded, tmp_path):
     [len(set(f) & set(e)) / K for f, e in zip(found.ids, exact, strict=True)]
   )
   assert recall >= 0.9
-  with pytest.raises(ValueError, match="needs kind='exact'"):
+  with pytest.raises(ValueError, match="needs a sharded index"):
     dataclasses.replace(
       index_lib.IndexOptions(
         store_dir="s", hessian_dir=None, output_dir="o", encoder_config=CONFIG
       ),
       dtype="int8",
     )
+
+
+def test_scann_per_shard_keeps_recall_and_records_it(sharded, tmp_path):
+  store_dir, hessian_dir, _ = sharded["methods"]["resharded"]  # One empty.
+  index_dir = str(tmp_path / "scann")
+  info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=index_dir,
+      encoder_config=CONFIG,
+      kind=index_core.SCANN_SHARDED,
+      scann=index_core.ScannSpec(reorder_k=50),
+      dtype="bfloat16",
+    ),
+  )
+  assert info["kind"] == "scann_sharded" and info["shards"][1]["scann"] is None
+  for entry in info["shards"][:1] + info["shards"][2:]:
+    assert entry["scann"]["recall_at_10"]["recall"] >= 0.8
+    assert os.path.isdir(os.path.join(index_dir, entry["scann"]["dir"]))
+  assert 0.8 <= info["scann_recall_at_10"] <= 1
+  features = _query_features(sharded, "resharded")
+  records = sharded["records"]
+  batches = [
+    (
+      "m",
+      [r["query_id"] for r in records],
+      np.stack([features[r["query_id"]] for r in records]).astype(np.float32),
+    )
+  ]
+  score = retrieve_lib.ScoreShard(K)
+  score.setup()
+  partials = {}
+  for number in range(len(info["shards"])):
+    for (query_id, _), partial in score.process(
+      ("m", index_dir, number), batches
+    ):
+      partials.setdefault(query_id, []).append(partial)
+  recalls = []
+  for record in records:
+    merged = index_core.merge_top_k(partials[record["query_id"]], k=K)
+    assert len(merged) == K
+    exact = {i for i, _ in _found(record, "resharded")}
+    recalls.append(len({i for i, _ in merged} & exact) / K)
+  assert np.mean(recalls) >= 0.8
