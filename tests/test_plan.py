@@ -137,3 +137,19 @@ def test_retrieval_stage_against_a_hand_computation():
   assert bf16.retrieve_worker_bytes > plan.retrieve_worker_bytes
   with pytest.raises(ValueError, match="index dtype 'int4'"):
     plan_lib.plan(corpus_tokens=1, params=1, dim=8, index_dtype="int4")
+
+
+def test_the_cpu_retrieval_rate_gives_the_measured_search_back():
+  # bench/retrieval_scale.py: 256 queries over 1M bf16 encodings of
+  # d = 1024 at 22.7 queries/s (46.4 GFLOP/s), one worker.
+  plan = plan_lib.plan(
+    corpus_tokens=1e9,
+    params=1e8,
+    dim=1024,
+    num_examples=1e6,
+    num_queries=256,
+    accelerator="cpu-2core",
+    retrieval_efficiency=plan_lib.CPU_RETRIEVAL_EFFICIENCY,
+  )
+  queries_per_second = 256 / (plan.retrieve_hours * 3600)
+  assert queries_per_second == pytest.approx(22.7, rel=0.05)
