@@ -17,7 +17,12 @@ Prints one JSON object:
 - `sizes`, `peak_rss_mib` per size, `peak_rss_ratio_4x` (peak RSS at the
   largest size over that at the smallest: about 1 when memory is one shard,
   about 4 when it grows with the index);
-- `queries_per_second` per size (search only, after the index is written);
+- `queries_per_second` per size (search only, after the index is written:
+  reading and checking each shard, scoring, merging);
+- `search_gflops` (2 · queries · d · N over that time), `matmul_gflops`
+  (a plain jitted float32 [queries, d] @ [d, shard_rows] on arrays already
+  on device, measured after the search, scaled to N rows) and their ratio
+  `gflops_fraction_of_matmul` per size (target: >= 0.6);
 - `exact_equal`: at the smallest size, whether the merged result has the
   ids of exact search over the whole index (`Index.load`, then
   `Index.search`), and scores within 1e-5.
@@ -95,6 +100,24 @@ def search(directory: str, info: dict, queries: np.ndarray, *, k: int):
   return merged
 
 
+def matmul_seconds(queries: np.ndarray, *, rows: int, dim: int) -> float:
+  """Best time of a plain jitted float32 [queries, d] @ [d, rows] on arrays
+  already on device (the shape `search_shard` scores, a chunk at a time)."""
+  import jax
+  import jax.numpy as jnp
+
+  matmul = jax.jit(lambda q, x: q @ x.T)  # [q, d] @ [d, rows] -> [q, rows]
+  keys = jnp.asarray(unit_rows(99, rows, dim))
+  device_queries = jnp.asarray(queries)
+  matmul(device_queries, keys).block_until_ready()  # Compile.
+  times = []
+  for _ in range(3):
+    start = time.perf_counter()
+    matmul(device_queries, keys).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
 def run_size(size: int) -> dict:
   queries = unit_rows(0, FLAGS.queries, FLAGS.dim)
   with tempfile.TemporaryDirectory() as directory:
@@ -105,10 +128,16 @@ def run_size(size: int) -> dict:
     start = time.perf_counter()
     merged = search(directory, info, queries, k=FLAGS.k)
     seconds = time.perf_counter() - start
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    flops = 2.0 * len(queries) * FLAGS.dim * size
+    shard_rows = min(FLAGS.shard_rows, size)
+    matmul = matmul_seconds(queries, rows=shard_rows, dim=FLAGS.dim)
     result = {
       "size": size,
-      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "peak_rss_mib": rss_mib,
       "queries_per_second": len(queries) / seconds,
+      "search_gflops": flops / seconds / 1e9,
+      "matmul_gflops": flops / (matmul * size / shard_rows) / 1e9,
     }
     if FLAGS.child_check:
       found = index_lib.Index.load(directory).search(queries, k=FLAGS.k)
@@ -155,6 +184,11 @@ def main(argv):
         "peak_rss_mib": rss,
         "peak_rss_ratio_4x": rss[-1] / rss[0],
         "queries_per_second": [r["queries_per_second"] for r in runs],
+        "search_gflops": [r["search_gflops"] for r in runs],
+        "matmul_gflops": [r["matmul_gflops"] for r in runs],
+        "gflops_fraction_of_matmul": [
+          r["search_gflops"] / r["matmul_gflops"] for r in runs
+        ],
         "exact_equal": check["exact_equal"],
       },
       indent=2,

@@ -40,11 +40,19 @@ class IndexOptions:
     hessian_dir: The fitted Hessian (needed when the config has one).
     output_dir: Receives the index.
     encoder_config: Says whether to precondition and normalise.
-    kind: "scann" or "exact".
+    kind: "scann" (one ScaNN index, built in one process), "exact" (a
+      sharded exact index) or "scann_sharded" (a sharded exact index whose
+      shards each have a ScaNN searcher, with its Recall@10 against exact
+      search on that shard recorded in index.json).
     scann: ScaNN settings.
     recall_sample: Stored examples used as queries to measure ScaNN's
       Recall@10 against exact search.
     batch_size: Rows per finishing step.
+    dtype: Dtype of a sharded exact index's finished encodings: "float32",
+      "bfloat16", "int8" (per-row scale, `index.Int8Rows`), or None for
+      the store's. Each shard in another dtype than float32 records the
+      Recall@10 of exact search over its rows in that dtype against
+      float32 (`index.recall_of_dtype`, up to `recall_sample` queries).
   """
 
   store_dir: str
@@ -55,6 +63,32 @@ class IndexOptions:
   scann: index_lib.ScannSpec = index_lib.ScannSpec()
   recall_sample: int = 200
   batch_size: int = 1024
+  dtype: str | None = None
+
+  def __post_init__(self):
+    if self.dtype is not None and self.dtype not in index_lib.DTYPES:
+      raise ValueError(
+        f"index dtype {self.dtype!r} is not one of "
+        f"{', '.join(index_lib.DTYPES)}"
+      )
+    if self.kind not in KINDS:
+      raise ValueError(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
+    if self.dtype is not None and self.kind == "scann":
+      raise ValueError(
+        f"dtype={self.dtype!r} needs a sharded index (kind 'exact' or "
+        f"'{index_lib.SCANN_SHARDED}')"
+      )
+
+
+# IndexOptions.kind: one ScaNN index, sharded exact, or sharded exact with a
+# ScaNN searcher per shard.
+KINDS = ("scann", "exact", index_lib.SCANN_SHARDED)
+SHARDED_KINDS = ("exact", index_lib.SCANN_SHARDED)
+
+
+def index_dtype(options: IndexOptions, store) -> str:
+  """The dtype a sharded exact index holds: the option's, or the store's."""
+  return options.dtype or store.manifest["dtype"]
 
 
 def load_preconditioner(options: IndexOptions, fingerprint):
@@ -188,24 +222,41 @@ class FinishShard(beam.DoFn):
 class WriteIndexShard(FinishShard):
   """Store shard index -> index.json entry of the index shard written.
 
-  The shard's finished encodings are kept in the store's dtype (float32 or
-  bfloat16); one store shard is all a worker holds.
+  The shard's finished encodings are kept in `index_dtype` (float32,
+  bfloat16 or int8); one store shard, finished in float32, is all a worker
+  holds. In another dtype than float32 the entry records
+  `recall_at_10_vs_float32` (`index.recall_of_dtype`).
   """
 
   def process(self, index: int) -> Iterator[dict[str, Any]]:
-    dtype = self._store.manifest["dtype"]
-    ids, blocks = [], [np.zeros((0, self._store.dim), np.dtype(dtype))]
+    dtype = index_dtype(self._options, self._store)
+    ids, blocks = [], [np.zeros((0, self._store.dim), np.float32)]
     for batch_ids, finished in self.finished_batches(index):
       ids.extend(batch_ids)
-      blocks.append(finished.astype(np.dtype(dtype)))
+      blocks.append(finished)
+    shard = index_lib.in_id_order(ids, np.concatenate(blocks), dtype="float32")
+    stored = index_lib.in_dtype(shard.vectors, dtype)
     entry = index_lib.write_shard(
       self._options.output_dir,
       index=index,
       num_shards=self._store.num_shards,
-      ids=ids,
-      vectors=np.concatenate(blocks),
+      ids=shard.ids,
+      vectors=stored,
       dtype=dtype,
     )
+    if dtype != "float32":
+      entry["recall_at_10_vs_float32"] = index_lib.recall_of_dtype(
+        shard.vectors, stored, sample=self._options.recall_sample
+      )
+    if self._options.kind == index_lib.SCANN_SHARDED:
+      entry["scann"] = index_lib.write_shard_searcher(
+        self._options.output_dir,
+        index=index,
+        num_shards=self._store.num_shards,
+        shard=index_lib.IndexShard(shard.ids, stored),
+        spec=self._options.scann,
+        recall_sample=self._options.recall_sample,
+      )
     self._shards.inc()
     yield {"index": index, **entry}
 
@@ -241,10 +292,15 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
   return index.info
 
 
+def _weighted(pairs: list[tuple[int, float]]) -> float:
+  """The mean of (weight, value) pairs' values, by weight."""
+  return sum(n * v for n, v in pairs) / sum(n for n, _ in pairs)
+
+
 def write_sharded_info(
   entries, *, options: IndexOptions, store, hessian_record
 ) -> dict:
-  """Writes a sharded exact index's index.json, once every shard is written.
+  """Writes a sharded index's index.json, once every shard is written.
 
   Raises:
     index.IndexShardError: If a store shard has no index shard.
@@ -258,17 +314,28 @@ def write_sharded_info(
     )
   info = {
     **_recorded(options, store, hessian_record),
-    "kind": "exact",
+    "kind": options.kind,
     "layout": index_lib.SHARDED,
     "size": sum(e["count"] for e in entries),
     "scann": None,
-    "dtype": store.manifest["dtype"],
+    "dtype": index_dtype(options, store),
     "dim": store.dim,
-    "shards": [
-      {"file": e["file"], "count": e["count"], "sha256": e["sha256"]}
-      for e in entries
-    ],
+    "shards": [{k: v for k, v in e.items() if k != "index"} for e in entries],
   }
+  recalls = [
+    (e["count"], e["recall_at_10_vs_float32"])
+    for e in entries
+    if e.get("recall_at_10_vs_float32") is not None
+  ]
+  if recalls:  # Shards weighted by their rows.
+    info["recall_at_10_vs_float32"] = _weighted(recalls)
+  searched = [
+    (e["count"], e["scann"]["recall_at_10"]["recall"])
+    for e in entries
+    if e.get("scann")
+  ]
+  if searched:
+    info["scann_recall_at_10"] = _weighted(searched)
   index_lib.write_info(options.output_dir, info)
   return info
 
@@ -285,7 +352,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
   _, record = load_preconditioner(options, store.fingerprint)
   digest = digest_of(record)
   shards = pipeline | "Shards" >> beam.Create(list(range(store.num_shards)))
-  if options.kind == "exact":
+  if options.kind in SHARDED_KINDS:
     _ = (
       shards
       | "Spread" >> beam.Reshuffle()

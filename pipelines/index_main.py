@@ -16,7 +16,20 @@ from trak_jax import encoder, gin_utils, index
 _STORE = flags.DEFINE_string("store_dir", None, "Store.", required=True)
 _HESSIAN = flags.DEFINE_string("hessian_dir", None, "Fitted Hessian.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
-_KIND = flags.DEFINE_enum("kind", "scann", ["scann", "exact"], "Index kind.")
+_KIND = flags.DEFINE_enum(
+  "kind",
+  "scann",
+  list(index_lib.KINDS),
+  "Index kind: scann (one index), exact (sharded), scann_sharded (sharded, "
+  "a ScaNN searcher per shard).",
+)
+_DTYPE = flags.DEFINE_enum(
+  "dtype",
+  None,
+  ["float32", "bfloat16", "int8"],
+  "Dtype of a sharded exact index (default: the store's); int8 keeps a "
+  "per-row scale.",
+)
 
 
 def main(argv):
@@ -30,6 +43,7 @@ def main(argv):
     encoder_config=gin.get_configurable(encoder.preset)(),
     kind=_KIND.value,
     scann=gin.get_configurable(index.ScannSpec)(),
+    dtype=_DTYPE.value,
   )
   info = index_lib.run_pipeline(launch.make_pipeline(), options=options)
   gin_utils.write_operative_config(options.output_dir)

@@ -13,6 +13,8 @@ A sharded exact index is never loaded whole: every index shard is a work
 item that scores all of its method's encoded queries (a side input) with
 exact top-k, and the partial top-k are merged per (query, method) by
 `MergeTopK`: the same ids and scores as exact search over the whole index.
+A "scann_sharded" index is searched the same way, each shard with its own
+ScaNN searcher (the Recall@10 its index.json records per shard).
 With `search="mesh"` each worker that encodes queries instead streams the
 sharded indexes onto its device mesh (`mesh_search.load_index`, each
 device one block of rows) and searches them there as one SPMD program:
@@ -205,17 +207,29 @@ class ScoreShard(beam.DoFn):
   def setup(self):
     self._infos = {}
 
+  def _search(self, index_dir: str, number: int):
+    """The shard's search: ScaNN's where the index has a searcher per
+    shard, else exact."""
+    info = self._infos[index_dir]
+    shard = index_lib.read_shard(index_dir, info, number)
+    if info["kind"] != index_lib.SCANN_SHARDED:
+      return lambda queries: index_lib.search_shard(shard, queries, k=self._k)
+    searcher = index_lib.load_shard_searcher(index_dir, info, number)
+    return lambda queries: index_lib.search_shard_scann(
+      searcher, shard, queries, k=self._k
+    )
+
   def process(
     self, work: tuple[str, str, int], encoded_batches
   ) -> Iterator[tuple[tuple[str, str], index_lib.Ranked]]:
     method, index_dir, number = work
     if index_dir not in self._infos:
       self._infos[index_dir] = index_lib.load_info(index_dir)
-    shard = index_lib.read_shard(index_dir, self._infos[index_dir], number)
+    search_shard = self._search(index_dir, number)
     for name, query_ids, features in encoded_batches:
       if name != method:
         continue
-      partials = index_lib.search_shard(shard, features, k=self._k)
+      partials = search_shard(features)
       for query_id, partial in zip(query_ids, partials, strict=True):
         yield (query_id, method), partial
     self._scored.inc()

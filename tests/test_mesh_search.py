@@ -208,3 +208,19 @@ def test_load_index_refuses_an_unsharded_index_and_names_a_bad_shard(
   path.write_bytes(bytes(data))
   with pytest.raises(index_lib.IndexShardError, match="corrupted"):
     mesh_search.load_index(str(tmp_path / "sharded"), mesh=_mesh())
+
+
+def test_an_int8_index_is_placed_as_bfloat16_and_keeps_recall(tmp_path):
+  vectors, queries = _unit_rows(5, SIZE), _unit_rows(6, QUERIES)
+  ids = [f"e{i:04d}" for i in np.random.default_rng(8).permutation(SIZE)]
+  _write_index(tmp_path, ids, vectors, dtype="int8")
+  corpus = mesh_search.load_index(str(tmp_path), mesh=_mesh(), chunk_rows=32)
+  assert corpus.vectors.dtype == np.dtype("bfloat16")
+  found = mesh_search.search(corpus, queries, k=K)
+  rows, scores = _brute_force(vectors, queries)
+  expected = [[ids[r] for r in row] for row in rows]
+  recall = np.mean(
+    [len(set(f) & set(e)) / K for f, e in zip(found.ids, expected, strict=True)]
+  )
+  assert recall >= 0.9
+  np.testing.assert_allclose(found.scores, scores, atol=2e-2)

@@ -85,7 +85,7 @@ def test_retrieval_memory_is_one_shard_and_time_follows_workers():
   # One 1M-row shard per worker, whatever the store's size.
   assert large.retrieve_worker_bytes == small.retrieve_worker_bytes
   shard = 1e6 * (1024 * 2 + 16)
-  queries = 1000 * 1024 * 4 + 1000 * 8192 * 4
+  queries = 1000 * 1024 * 4 + 8192 * (1024 + 1000) * 4
   assert small.retrieve_worker_bytes == pytest.approx(shard + queries)
   # Four shards on four of the eight chips: the same time as one on one.
   assert (small.retrieve_workers, large.retrieve_workers) == (1, 4)
@@ -102,3 +102,54 @@ def test_retrieval_shards_fit_the_workers_memory():
   )
   assert plan.retrieve_worker_bytes <= 16 * 2**30
   assert plan.retrieve_worker_bytes > 0.4 * 16 * 2**30
+
+
+def test_retrieval_stage_against_a_hand_computation():
+  # 1M encodings, d = 4096, 500 queries, int8 index, 4 chips of a TPU v4
+  # (275 TFLOP/s at 40%), shards of 250k rows, 100 MB/s reads.
+  plan = plan_lib.plan(
+    corpus_tokens=1e9,
+    params=1e8,
+    dim=4096,
+    num_examples=1e6,
+    chips=4,
+    num_queries=500,
+    shard_examples=250_000,
+    index_dtype="int8",
+    id_bytes=16,
+    retrieval_efficiency=0.5,
+    read_bytes_per_second=100e6,
+  )
+  row = 4096 + 4 + 16  # int8 codes, float32 scale, id.
+  flops = 2 * 500 * 1e6 * 4096
+  compute = flops / (275e12 * 0.4 * 0.5)  # 0.074 s
+  read = 1e6 * row / 100e6  # 41.2 s: reading dominates.
+  assert plan.retrieve_flops == pytest.approx(flops)
+  assert plan.retrieve_index_bytes == pytest.approx(1e6 * row)
+  assert plan.retrieve_workers == 4
+  assert plan.retrieve_hours == pytest.approx(max(compute, read) / 4 / 3600)
+  assert plan.retrieve_worker_bytes == pytest.approx(
+    250_000 * row + 500 * 4096 * 4 + 8192 * (4096 + 500) * 4
+  )
+  bf16 = plan_lib.plan(
+    corpus_tokens=1e9, params=1e8, dim=4096, num_examples=1e6, chips=4
+  )
+  assert bf16.retrieve_worker_bytes > plan.retrieve_worker_bytes
+  with pytest.raises(ValueError, match="index dtype 'int4'"):
+    plan_lib.plan(corpus_tokens=1, params=1, dim=8, index_dtype="int4")
+
+
+def test_the_cpu_retrieval_rate_gives_the_measured_search_back():
+  # bench/retrieval_scale.py: 256 queries over 1M bf16 encodings of
+  # d = 1024 at 22.7 queries/s (46.4 GFLOP/s), one worker.
+  plan = plan_lib.plan(
+    corpus_tokens=1e9,
+    params=1e8,
+    dim=1024,
+    num_examples=1e6,
+    num_queries=256,
+    accelerator="cpu-2core",
+    retrieval_efficiency=plan_lib.CPU_RETRIEVAL_EFFICIENCY,
+  )
+  queries_per_second = 256 / (plan.retrieve_hours * 3600)
+  assert queries_per_second == pytest.approx(22.7, rel=0.05)

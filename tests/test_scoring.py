@@ -40,6 +40,7 @@ def test_top_k_handles_small_key_sets_and_bad_shapes():
   [
     index_lib.ScannSpec(),  # Small: hashing and re-ordering, no tree.
     index_lib.ScannSpec(num_leaves=30, num_leaves_to_search=10),
+    index_lib.ScannSpec(scorer="brute_force_int8", reorder_k=50),
   ],
 )
 def test_scann_top10_agrees_with_exact(tmp_path, spec):
@@ -96,3 +97,69 @@ def test_recall_leaves_out_the_querys_own_row():
   honest = built.info["recall_at_10"]["recall"]
   counted = built.measure_recall(vectors[:100])["recall"]
   assert counted >= honest + 0.05
+
+
+def _unit_rows(seed: int, rows: int, dim: int) -> np.ndarray:
+  vectors = np.random.default_rng(seed).standard_normal((rows, dim))
+  return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
+    np.float32
+  )
+
+
+def test_int8_round_trip_is_within_half_a_step_per_number():
+  vectors = _unit_rows(0, 500, 96) * np.linspace(0.1, 3, 500)[:, None]
+  vectors[7] = 0.0  # A zero row: scale 0, codes 0.
+  rows = index_lib.quantize_int8(vectors)
+  assert rows.codes.dtype == np.int8 and rows.scales.dtype == np.float32
+  assert rows.shape == vectors.shape and len(rows) == 500
+  assert np.abs(rows.codes).max() == index_lib.INT8_MAX
+  np.testing.assert_allclose(
+    rows.scales, np.abs(vectors).max(axis=1) / 127, rtol=1e-6
+  )
+  error = np.abs(np.asarray(rows) - vectors)
+  assert (error <= rows.scales[:, None] / 2 + 1e-7).all()
+  assert not np.asarray(rows)[7].any() and rows.scales[7] == 0
+  np.testing.assert_array_equal(rows[10:20], np.asarray(rows)[10:20])
+  # A score's error is at most scale / 2 · ||query||_1.
+  query = _unit_rows(1, 1, 96)[0]
+  bound = rows.scales / 2 * np.abs(query).sum()
+  assert (np.abs(np.asarray(rows) @ query - vectors @ query) <= bound).all()
+
+
+def test_int8_exact_search_keeps_recall_against_float32():
+  # Families of near rows, as finished encodings come (bench/compact_index).
+  centres = _unit_rows(2, 40, 256)
+  noise = np.random.default_rng(3).standard_normal((4000, 256)) * 2.4 / 16
+  vectors = centres[np.arange(4000) % 40] + noise.astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  rows = index_lib.in_dtype(vectors, "int8")
+  assert index_lib.recall_of_dtype(vectors, rows, sample=100) >= 0.97
+  queries = _unit_rows(4, 50, 256)
+  exact = scoring.top_k(queries, vectors, k=10)
+  found = scoring.top_k(queries, rows, k=10)
+  assert index_lib.recall_against_exact(found.indices, exact.indices) >= 0.97
+  np.testing.assert_allclose(found.scores, exact.scores, atol=5e-3)
+  assert index_lib.recall_of_dtype(vectors[:10], rows[:10]) is None
+
+
+def test_an_int8_shard_is_written_and_read_back(tmp_path):
+  vectors = _unit_rows(5, 300, 32)
+  ids = [f"e{i:03d}" for i in np.random.default_rng(6).permutation(300)]
+  entry = index_lib.write_shard(
+    str(tmp_path), index=0, num_shards=1, ids=ids, vectors=vectors, dtype="int8"
+  )
+  info = {"dtype": "int8", "dim": 32, "shards": [entry]}
+  shard = index_lib.read_shard(str(tmp_path), info, 0)
+  assert isinstance(shard.vectors, index_lib.Int8Rows)
+  order = np.argsort(ids)
+  assert shard.ids == sorted(ids)
+  expected = index_lib.quantize_int8(vectors[order])
+  np.testing.assert_array_equal(shard.vectors.codes, expected.codes)
+  np.testing.assert_array_equal(shard.vectors.scales, expected.scales)
+  (found,) = index_lib.search_shard(shard, vectors[order][:1], k=3)
+  assert found[0][0] == shard.ids[0]
+  assert found[0][1] == pytest.approx(1.0, abs=1e-2)
+  with pytest.raises(ValueError, match="index dtype 'int4'"):
+    index_lib.in_dtype(vectors, "int4")
+  with pytest.raises(ValueError, match="scorer 'lsh'"):
+    index_lib.ScannSpec(scorer="lsh")

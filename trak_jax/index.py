@@ -17,7 +17,9 @@ ids.json and vectors.npy:
 
     shard-SSSSS-of-NNNNN.npz  `ids` [n] (sorted) and `vectors` [n, d], the
                               finished encodings in index.json's `dtype`
-                              (bfloat16 as its uint16 bits)
+                              (bfloat16 as its uint16 bits; int8 as codes,
+                              with `scales` [n] float32: row i is
+                              vectors[i] * scales[i], see `Int8Rows`)
     index.json                as above, plus `dtype`, `dim` and `shards`
                               (file, count and sha256 of each), written last
 
@@ -66,6 +68,9 @@ class ScannSpec:
     dims_per_block: Dimensions per asymmetric-hashing block.
     anisotropic_quantization_threshold: ScaNN's anisotropic loss threshold.
     reorder_k: Candidates re-scored exactly.
+    scorer: "ah" (asymmetric hashing) or "brute_force_int8" (every row
+      scored with int8-quantised vectors, `score_brute_force(quantize=True)`),
+      either followed by exact re-ordering of `reorder_k` candidates.
   """
 
   num_leaves: int | None = None
@@ -74,6 +79,16 @@ class ScannSpec:
   dims_per_block: int = 2
   anisotropic_quantization_threshold: float = 0.2
   reorder_k: int = 300
+  scorer: str = "ah"
+
+  def __post_init__(self):
+    if self.scorer not in SCORERS:
+      raise ValueError(
+        f"ScaNN scorer {self.scorer!r} is not one of {', '.join(SCORERS)}"
+      )
+
+
+SCORERS = ("ah", "brute_force_int8")  # ScannSpec.scorer
 
 
 class HessianMismatchError(encoder_lib.FingerprintMismatchError):
@@ -193,14 +208,14 @@ def build_scann(vectors: np.ndarray, spec: ScannSpec, *, k: int = 10):
       num_leaves_to_search=search,
       training_sample_size=sample,
     )
-  return (
-    builder.score_ah(
+  if spec.scorer == "brute_force_int8":
+    builder = builder.score_brute_force(quantize=True)
+  else:
+    builder = builder.score_ah(
       spec.dims_per_block,
       anisotropic_quantization_threshold=spec.anisotropic_quantization_threshold,
     )
-    .reorder(spec.reorder_k)
-    .build()
-  )
+  return builder.reorder(spec.reorder_k).build()
 
 
 def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
@@ -210,6 +225,28 @@ def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
     for a, e in zip(approximate, exact, strict=True)
   ]
   return float(np.mean(found))
+
+
+def recall_of_dtype(
+  vectors: np.ndarray, stored, *, k: int = 10, sample: int = 100, seed: int = 0
+) -> float | None:
+  """Recall@k of exact search over `stored` (the rows in an index dtype)
+  against exact search over the float32 `vectors` they were made from.
+
+  The queries are up to `sample` of the rows themselves, each one's own row
+  left out of both lists; None when there are too few rows (<= k).
+  """
+  vectors = np.asarray(vectors, np.float32)
+  if len(vectors) <= k:
+    return None
+  rng = np.random.default_rng(seed)
+  rows = np.sort(rng.choice(len(vectors), min(sample, len(vectors)), False))
+  queries = vectors[rows]
+  exact = scoring.top_k(queries, vectors, k=k + 1).indices
+  found = scoring.top_k(queries, stored, k=k + 1).indices
+  return recall_against_exact(
+    _without_own_rows(found, rows, k), _without_own_rows(exact, rows, k)
+  )
 
 
 def _without_own_rows(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
@@ -225,7 +262,7 @@ class IndexShardError(ValueError):
 
 class IndexShard(NamedTuple):
   ids: list[str]  # [n] example ids, sorted
-  vectors: np.ndarray  # [n, d] finished encodings, float32 or bfloat16
+  vectors: Any  # [n, d] finished encodings: float32, bfloat16 or Int8Rows
 
 
 # A partial or merged top-k of one query: (example id, score) pairs, best
@@ -237,13 +274,98 @@ def shard_file_name(index: int, num_shards: int) -> str:
   return f"{SHARD_PREFIX}-{index:05d}-of-{num_shards:05d}.npz"
 
 
-def _to_file(vectors: np.ndarray, dtype: str) -> np.ndarray:
+DTYPES = ("float32", "bfloat16", "int8")  # an index shard's `dtype`
+INT8_MAX = 127
+
+
+class Int8Rows:
+  """Finished encodings quantised to int8 with one float32 scale per row.
+
+  Row i is `codes[i] * scales[i]`, with `scales[i] = max|x_i| / 127`: each
+  number is off by at most `scales[i] / 2` (`quantize_int8`). Rows slice to
+  dequantised float32 (what `scoring.top_k` reads a chunk at a time), so a
+  shard stays 1 byte per number in memory.
+
+  Args:
+    codes: [n, d] int8.
+    scales: [n] float32.
+  """
+
+  def __init__(self, codes: np.ndarray, scales: np.ndarray):
+    self.codes = np.asarray(codes, np.int8)
+    self.scales = np.asarray(scales, np.float32)
+    if self.codes.ndim != 2 or self.scales.shape != self.codes.shape[:1]:
+      raise ValueError(
+        f"int8 rows need codes [n, d] and scales [n], got "
+        f"{self.codes.shape} and {self.scales.shape}"
+      )
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return self.codes.shape
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self.codes.dtype
+
+  def __len__(self) -> int:
+    return len(self.codes)
+
+  def __getitem__(self, rows) -> np.ndarray:
+    # [rows, d] int8 * [rows, 1] -> [rows, d] float32
+    return self.codes[rows].astype(np.float32) * self.scales[rows, None]
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    del copy  # A new array either way.
+    return self[:].astype(dtype or np.float32, copy=False)
+
+
+def quantize_int8(vectors: np.ndarray) -> Int8Rows:
+  """[n, d] -> int8 codes and per-row scales (`Int8Rows`); zero rows get
+  scale 0 and codes 0."""
+  vectors = np.asarray(vectors, np.float32)
+  peak = np.abs(vectors).max(axis=1) if vectors.size else np.zeros(len(vectors))
+  scales = (peak / INT8_MAX).astype(np.float32)
+  safe = np.where(scales > 0, scales, 1.0)[:, None]
+  codes = np.clip(np.rint(vectors / safe), -INT8_MAX, INT8_MAX)
+  return Int8Rows(codes.astype(np.int8), scales)
+
+
+def _check_dtype(dtype: str) -> None:
+  if dtype not in DTYPES:
+    raise ValueError(f"index dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+
+
+def in_dtype(vectors: np.ndarray, dtype: str):
+  """[n, d] finished encodings as an index holds them in `dtype`: an array
+  (float32, bfloat16) or `Int8Rows` (int8)."""
+  _check_dtype(dtype)
+  if dtype == "int8":
+    return vectors if isinstance(vectors, Int8Rows) else quantize_int8(vectors)
+  return np.asarray(vectors).astype(np.dtype(dtype))
+
+
+def memory_dtype(dtype: str) -> np.dtype:
+  """The dtype rows of an index in `dtype` are placed on devices in:
+  int8 rows are dequantised to bfloat16 (their codes need 8 of its bits)."""
+  _check_dtype(dtype)
+  return np.dtype("bfloat16" if dtype == "int8" else dtype)
+
+
+def _to_file(vectors, dtype: str) -> dict[str, np.ndarray]:
   # NumPy's .npy format has no bfloat16: store its bits.
-  vectors = np.asarray(vectors).astype(np.dtype(dtype))
-  return vectors.view(np.uint16) if dtype == "bfloat16" else vectors
+  vectors = in_dtype(vectors, dtype)
+  if dtype == "int8":
+    return {"vectors": vectors.codes, "scales": vectors.scales}
+  if dtype == "bfloat16":
+    return {"vectors": vectors.view(np.uint16)}
+  return {"vectors": vectors}
 
 
-def _from_file(vectors: np.ndarray, dtype: str) -> np.ndarray:
+def _from_file(arrays, dtype: str):
+  vectors = arrays["vectors"]
+  if dtype == "int8":
+    return Int8Rows(vectors, arrays["scales"])
   if dtype == "bfloat16":
     return vectors.view(np.dtype("bfloat16"))
   return vectors.astype(np.dtype(dtype), copy=False)
@@ -255,8 +377,8 @@ def in_id_order(
   """An index shard in memory, as `write_shard` writes and `read_shard`
   reads it: rows sorted by id, vectors ([n, d]) in `dtype`."""
   order = sorted(range(len(ids)), key=ids.__getitem__)
-  vectors = np.asarray(vectors).astype(np.dtype(dtype))
-  return IndexShard(ids=[ids[i] for i in order], vectors=vectors[order])
+  vectors = in_dtype(np.asarray(vectors)[order], dtype)
+  return IndexShard(ids=[ids[i] for i in order], vectors=vectors)
 
 
 def write_shard(
@@ -279,7 +401,8 @@ def write_shard(
     num_shards: Shards in the index.
     ids: [n] example ids.
     vectors: [n, d] finished encodings.
-    dtype: "float32" or "bfloat16", the dtype written.
+    dtype: "float32", "bfloat16" or "int8" (`Int8Rows`: codes and per-row
+      scales), the dtype written.
 
   Returns:
     The shard's entry in index.json: file name, count and sha256.
@@ -292,7 +415,7 @@ def write_shard(
   files.save_npz(
     temporary,
     ids=np.asarray(shard.ids, dtype=str),
-    vectors=_to_file(shard.vectors, dtype),
+    **_to_file(shard.vectors, dtype),
   )
   files.replace(temporary, final)
   return {"file": name, "count": len(ids), "sha256": files.sha256(final)}
@@ -325,7 +448,7 @@ def read_shard(
   try:
     with files.load_npz(path) as arrays:
       ids = [str(i) for i in arrays["ids"].tolist()]
-      vectors = _from_file(arrays["vectors"], info["dtype"])
+      vectors = _from_file(arrays, info["dtype"])
   except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
     message = f"index shard {path} is unreadable: {error}"
     raise IndexShardError(message) from None
@@ -335,6 +458,101 @@ def read_shard(
       f"{vectors.shape}; {INFO} records {entry['count']} of d={info['dim']}"
     )
   return IndexShard(ids=ids, vectors=vectors)
+
+
+SCANN_SHARDED = "scann_sharded"  # index.json's `kind`: ScaNN per shard
+
+
+def scann_dir_name(index: int, num_shards: int) -> str:
+  """The directory of one shard's serialized ScaNN searcher."""
+  return shard_file_name(index, num_shards).replace(".npz", ".scann")
+
+
+def write_shard_searcher(
+  directory: str,
+  *,
+  index: int,
+  num_shards: int,
+  shard: IndexShard,
+  spec: ScannSpec,
+  recall_sample: int = 200,
+  k: int = 10,
+) -> dict[str, Any] | None:
+  """Builds, measures and saves a ScaNN searcher over one index shard.
+
+  Args:
+    directory: The index directory.
+    index: The shard's number.
+    num_shards: Shards in the index.
+    shard: The shard as written (`in_id_order`): the searcher's row i is
+      its id i.
+    spec: ScaNN settings.
+    recall_sample: Rows of the shard used as queries to measure ScaNN's
+      Recall@k against exact search over the shard (own rows left out).
+    k: Neighbours the searcher returns by default, and compared.
+
+  Returns:
+    The shard entry's "scann" record (directory, settings, recall), or None
+    for a shard of at most k rows (exact search serves it).
+  """
+  if len(shard.ids) <= k:
+    return None
+  vectors = np.asarray(shard.vectors, np.float32)
+  searcher = build_scann(vectors, spec, k=k)
+  name = scann_dir_name(index, num_shards)
+  path = os.path.join(files.abspath(directory), name)
+  with files.local_directory_to_write(path) as local_dir:
+    searcher.serialize(local_dir, relative_path=not files.is_local(path))
+  rng = np.random.default_rng(index)
+  rows = np.sort(
+    rng.choice(len(vectors), min(recall_sample, len(vectors)), replace=False)
+  )
+  measured = Index(
+    ids=shard.ids, vectors=vectors, kind="scann", info={}, searcher=searcher
+  ).measure_recall(vectors[rows], k=k, own_rows=rows)
+  leaves, search, sample = _tree_settings(spec, len(vectors))
+  settings = {
+    **dataclasses.asdict(spec),
+    "num_leaves": leaves,
+    "num_leaves_to_search": search,
+    "training_sample_size": sample,
+  }
+  return {"dir": name, "spec": settings, f"recall_at_{k}": measured}
+
+
+def load_shard_searcher(directory: str, info: dict[str, Any], index: int):
+  """The ScaNN searcher of one shard of a "scann_sharded" index, or None
+  where the shard has none (too few rows: search it exactly)."""
+  import scann
+
+  record = info["shards"][index].get("scann")
+  if record is None:
+    return None
+  path = os.path.join(files.abspath(directory), record["dir"])
+  if not files.exists(path):
+    raise IndexShardError(f"ScaNN searcher {path} is missing")
+  with files.local_directory_to_read(path) as local_dir:
+    return scann.scann_ops_pybind.load_searcher(local_dir)
+
+
+def search_shard_scann(
+  searcher, shard: IndexShard, queries: np.ndarray, *, k: int
+) -> list[Ranked]:
+  """`search_shard` with a shard's ScaNN searcher (exact without one)."""
+  if searcher is None or not shard.ids:
+    return search_shard(shard, queries, k=k)
+  k = min(k, len(shard.ids))
+  rows, scores = searcher.search_batched(
+    np.asarray(queries, np.float32), final_num_neighbors=k
+  )
+  return [
+    [
+      (shard.ids[r], float(s))
+      for r, s in zip(row, score, strict=True)
+      if np.isfinite(s)
+    ]
+    for row, score in zip(np.asarray(rows), np.asarray(scores), strict=True)
+  ]
 
 
 def read_shard_ids(
@@ -407,7 +625,8 @@ def load_info(directory: str) -> dict[str, Any]:
 
 
 def is_sharded(info: dict[str, Any]) -> bool:
-  """Whether index.json describes a sharded exact index."""
+  """Whether index.json describes a sharded index (exact, or ScaNN per
+  shard beside the exact shards)."""
   return info.get("layout") == SHARDED
 
 
@@ -599,6 +818,6 @@ class Index:
     return cls(
       ids=[ids[i] for i in order],
       vectors=vectors[order],
-      kind=info["kind"],
+      kind="exact",  # Whole, a ScaNN-per-shard index is searched exactly.
       info=info,
     )

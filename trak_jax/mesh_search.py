@@ -22,8 +22,9 @@ search that is being distributed: row numbers for an array in memory
 (`place`; ties by row, as `scoring.top_k` and `Index.search`), ranks of
 the ids in sorted order for an index directory (`load_index`; ties by id,
 as `index.merge_top_k` and the retrieval job). Vectors keep the index's
-dtype on device (bfloat16 halves the memory) and are scored in float32,
-as exact search scores them.
+dtype on device (bfloat16 halves the memory; int8 rows are dequantised
+to bfloat16, `index.memory_dtype`) and are scored in float32, as exact
+search scores them.
 
 `load_index` streams a sharded exact index onto the mesh without a host
 copy of the store: the ids of every shard are read first (no vectors: the
@@ -360,8 +361,8 @@ class _ShardReader:
     return self._cached[1]
 
   def rows(self, start: int, stop: int) -> np.ndarray:
-    """[stop - start, d] vectors in the index's dtype."""
-    dtype = np.dtype(self._info["dtype"])
+    """[stop - start, d] vectors in the index's `memory_dtype`."""
+    dtype = index_lib.memory_dtype(self._info["dtype"])
     out = np.zeros((stop - start, self._info["dim"]), dtype)
     first = int(np.searchsorted(self._starts, start, side="right")) - 1
     for number in range(max(first, 0), len(self._starts) - 1):
@@ -442,7 +443,7 @@ def load_index(
     found = np.pad(found, ((0, len(rows) - len(found)), (0, 0)))
     return found[order[rows.start : rows.stop] - rows.start]
 
-  dtype = np.dtype(info["dtype"])
+  dtype = index_lib.memory_dtype(info["dtype"])
   return MeshCorpus(
     vectors=_placed(mesh, layout, (info["dim"],), dtype, block),
     keys=_placed(

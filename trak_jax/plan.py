@@ -21,13 +21,22 @@ estimate within 4% of the written sizes.
 
 Retrieval (sharded exact search, `pipelines/retrieve_lib.py`) reads every
 finished encoding once and scores every query against it, 2 · queries ·
-examples · d FLOPs at a share `retrieval_efficiency` of the chip's rate (a
-jitted matmul and top-k; `bench/retrieval_scale.py` measures it); its time
-is the larger of that and reading the index at `read_bytes_per_second` per
-worker. A worker holds one index shard (sized to half of
-`worker_memory_bytes` unless given), the query encodings in float32 and,
-per key chunk of `scoring.top_k`, a [queries, chunk] score block; one
-worker per chip, at most one per shard.
+examples · d FLOPs at a share `retrieval_efficiency` of the chip's rate;
+its time is the larger of that and reading the index at
+`read_bytes_per_second` per worker. Where the rates come from:
+`RETRIEVAL_EFFICIENCY` is what `bench/retrieval.py` measured for
+`scoring.top_k` (the scoring each shard runs) against a plain jitted matmul
+of the same shapes, 0.61. `bench/retrieval_scale.py` measures the whole
+shard-by-shard search (reading and checking each shard, scoring, merging in
+Python) on this 2-core machine: 46.4 GFLOP/s at 1M encodings of d = 1024,
+0.34 of its plain matmul rate and 0.95 of the `cpu-2core` row's rate
+(`CPU_RETRIEVAL_EFFICIENCY`; with it the planner gives that run's 22.7
+queries/s back). `READ_BYTES_PER_SECOND` is assumed (a worker streaming
+from GCS or a local SSD), not measured. A worker holds one
+index shard (sized to half of `worker_memory_bytes` unless given; int8 rows
+add a float32 scale), the query encodings in float32 and, per key chunk of
+`scoring.top_k`, the chunk in float32 and a [queries, chunk] score block;
+one worker per chip, at most one per shard.
 """
 
 import dataclasses
@@ -45,6 +54,11 @@ ACCELERATORS: dict[str, dict[str, float]] = {
   "h100": {"peak_flops": 989e12, "mfu": 0.35},
 }
 RECORD_OVERHEAD_BYTES = 48  # tf.train.Example framing, loss, token count.
+RETRIEVAL_EFFICIENCY = 0.6  # bench/retrieval.py: top_k at 0.61 of a matmul.
+CPU_RETRIEVAL_EFFICIENCY = 0.95  # bench/retrieval_scale.py, over cpu-2core.
+READ_BYTES_PER_SECOND = 500e6  # Assumed: one worker reading GCS or an SSD.
+INDEX_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+INT8_SCALE_BYTES = 4  # An int8 index row's float32 scale.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +70,7 @@ class Plan:
   store_bytes: float  # the encoding store
   index_bytes: float  # finished vectors + ScaNN codes
   hessian_bytes: float  # R in float64 (full, or its blocks)
+  retrieve_index_bytes: float  # the sharded index retrieval reads
   retrieve_flops: float  # 2 · queries · examples · d
   retrieve_hours: float  # on `retrieve_workers` workers
   retrieve_worker_bytes: float  # one index shard, the queries, a score block
@@ -90,6 +105,21 @@ def achieved_flops(
   return row["peak_flops"] * row["mfu"]
 
 
+def retrieval_row_bytes(dim: int, *, index_dtype: str) -> int:
+  """Bytes of one finished encoding in a sharded index (without its id).
+
+  Raises:
+    ValueError: For an unknown dtype.
+  """
+  if index_dtype not in INDEX_DTYPE_BYTES:
+    raise ValueError(
+      f"index dtype {index_dtype!r} is not one of "
+      f"{', '.join(INDEX_DTYPE_BYTES)}"
+    )
+  scale = INT8_SCALE_BYTES if index_dtype == "int8" else 0
+  return dim * INDEX_DTYPE_BYTES[index_dtype] + scale
+
+
 def plan(
   *,
   corpus_tokens: float,
@@ -107,11 +137,11 @@ def plan(
   measured_params: float | None = None,
   num_queries: float = 1000,
   shard_examples: float | None = None,
-  index_dtype_bytes: int = 2,
-  retrieval_efficiency: float = 0.6,
+  index_dtype: str = "bfloat16",
+  retrieval_efficiency: float = RETRIEVAL_EFFICIENCY,
   score_chunk: int = 8192,
   worker_memory_bytes: float = 16 * 2**30,
-  read_bytes_per_second: float = 500e6,
+  read_bytes_per_second: float = READ_BYTES_PER_SECOND,
 ) -> Plan:
   """The expected cost of encoding `corpus_tokens` tokens with the encoder.
 
@@ -132,7 +162,8 @@ def plan(
     num_queries: Queries retrieved.
     shard_examples: Encodings per index shard (default: what fills half of
       `worker_memory_bytes`).
-    index_dtype_bytes: Bytes per finished number in the index (2: bf16).
+    index_dtype: The sharded index's dtype: "float32", "bfloat16" or
+      "int8" (one byte a number and a float32 scale a row).
     retrieval_efficiency: Share of the chip's rate exact scoring reaches.
     score_chunk: Keys scored at once (`scoring.top_k`'s chunk).
     worker_memory_bytes: A retrieval worker's memory.
@@ -149,7 +180,7 @@ def plan(
     measured_params=measured_params,
   )
   block = dim / hessian_blocks
-  row_bytes = dim * index_dtype_bytes + id_bytes
+  row_bytes = retrieval_row_bytes(dim, index_dtype=index_dtype) + id_bytes
   if shard_examples is None:
     shard_examples = max(1.0, math.floor(worker_memory_bytes / 2 / row_bytes))
   shards = max(1, math.ceil(examples / shard_examples))
@@ -167,11 +198,12 @@ def plan(
     # vectors.npy, ScaNN's own float copy for re-ordering, and its codes.
     index_bytes=examples * (2 * dim * 4 + dim / dims_per_block / 2 + id_bytes),
     hessian_bytes=hessian_blocks * block * block * 8,
+    retrieve_index_bytes=examples * row_bytes,
     retrieve_flops=retrieve_flops,
     retrieve_hours=retrieve_seconds / workers / 3600,
     retrieve_worker_bytes=min(shard_examples, examples) * row_bytes
     + num_queries * dim * 4
-    + num_queries * min(score_chunk, examples) * 4,
+    + min(score_chunk, examples) * (dim + num_queries) * 4,
     retrieve_workers=workers,
     accelerator=accelerator,
     chips=chips,

@@ -36,8 +36,21 @@ _WORKER_GIB = flags.DEFINE_float(
 )
 _EFFICIENCY = flags.DEFINE_float(
   "retrieval_efficiency",
-  0.6,
-  "Share of the chip's rate exact scoring reaches (bench/retrieval_scale).",
+  plan.RETRIEVAL_EFFICIENCY,
+  "Share of the chip's rate exact scoring reaches (bench/retrieval.py; "
+  f"the whole CPU search: {plan.CPU_RETRIEVAL_EFFICIENCY}, "
+  "bench/retrieval_scale.py).",
+)
+_INDEX_DTYPE = flags.DEFINE_enum(
+  "index_dtype",
+  "bfloat16",
+  sorted(plan.INDEX_DTYPE_BYTES),
+  "Dtype of the sharded index retrieval reads.",
+)
+_READ = flags.DEFINE_float(
+  "read_bytes_per_second",
+  plan.READ_BYTES_PER_SECOND,
+  "How fast a retrieval worker reads the index (assumed).",
 )
 
 
@@ -56,12 +69,15 @@ def main(argv):
     num_queries=_QUERIES.value,
     shard_examples=_SHARD.value,
     retrieval_efficiency=_EFFICIENCY.value,
+    index_dtype=_INDEX_DTYPE.value,
+    read_bytes_per_second=_READ.value,
     worker_memory_bytes=_WORKER_GIB.value * 2**30,
   )
   values = result.to_dict()
   values["store_gib"] = result.store_bytes / 2**30
   values["index_gib"] = result.index_bytes / 2**30
   values["hessian_gib"] = result.hessian_bytes / 2**30
+  values["retrieve_index_gib"] = result.retrieve_index_bytes / 2**30
   values["retrieve_worker_gib"] = result.retrieve_worker_bytes / 2**30
   print(json.dumps(values, indent=2))
 

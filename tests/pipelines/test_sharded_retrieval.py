@@ -401,3 +401,125 @@ def test_merge_top_k_in_a_pipeline():
       | beam.CombinePerKey(retrieve_lib.MergeTopK(K))
     )
     assert_that(merged, equal_to([(("q", "m"), expected)]))
+
+
+def test_a_bfloat16_store_reads_back_as_the_float32_store_rounded(sharded):
+  float32 = store_lib.EncodingStore(sharded["methods"]["exact"][0]).load()
+  bf16 = store_lib.EncodingStore(sharded["methods"]["bf16"][0])
+  assert bf16.dtype == np.dtype("bfloat16") and bf16.num_shards == 3
+  loaded = bf16.load()
+  assert loaded.vectors.dtype == np.dtype("bfloat16")
+  assert sorted(loaded.ids) == sorted(float32.ids)
+  by_id = dict(zip(float32.ids, float32.vectors, strict=True))
+  for example_id, vector in zip(loaded.ids, loaded.vectors, strict=True):
+    expected = by_id[example_id]
+    # bfloat16 keeps 8 significant bits: each number within 2^-8 of it.
+    np.testing.assert_allclose(
+      vector.astype(np.float32),
+      expected,
+      rtol=2**-8,
+      atol=1e-6 * np.abs(expected).max(),
+    )
+
+
+def test_bfloat16_retrieval_agrees_with_float32(sharded):
+  overlaps = []
+  for record in sharded["records"]:
+    float32, bf16 = _found(record, "exact"), _found(record, "bf16")
+    overlaps.append(len({i for i, _ in float32} & {i for i, _ in bf16}) / K)
+    # Both Hessians fitted on their own store: scores agree to bf16 rounding.
+    np.testing.assert_allclose(
+      [s for _, s in bf16], [s for _, s in float32], atol=2e-2
+    )
+  assert np.mean(overlaps) >= 0.8
+
+
+def test_an_int8_index_keeps_recall_against_float32(sharded, tmp_path):
+  store_dir, hessian_dir, _ = sharded["methods"]["exact"]
+  info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=str(tmp_path / "int8"),
+      encoder_config=CONFIG,
+      kind="exact",
+      dtype="int8",
+    ),
+  )
+  assert info["dtype"] == "int8" and info["recall_at_10_vs_float32"] >= 0.9
+  assert all(s["recall_at_10_vs_float32"] >= 0.9 for s in info["shards"])
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  order = np.argsort(ids)
+  whole = index_core.Index.load(str(tmp_path / "int8"))
+  shard = index_core.read_shard(str(tmp_path / "int8"), info, 0)
+  assert isinstance(shard.vectors, index_core.Int8Rows)
+  scales = np.concatenate(
+    [
+      index_core.read_shard(str(tmp_path / "int8"), info, i).vectors.scales
+      for i in range(2)
+    ]
+  )
+  error = np.abs(whole.vectors - vectors[order])
+  assert error.max() <= scales.max() / 2 + 1e-6
+  features = _query_features(sharded, "exact")
+  queries = np.stack([features[r["query_id"]] for r in sharded["records"]])
+  found = whole.search(queries, k=K)
+  exact = [[i for i, _ in _found(r, "exact")] for r in sharded["records"]]
+  recall = np.mean(
+    [len(set(f) & set(e)) / K for f, e in zip(found.ids, exact, strict=True)]
+  )
+  assert recall >= 0.9
+  with pytest.raises(ValueError, match="needs a sharded index"):
+    dataclasses.replace(
+      index_lib.IndexOptions(
+        store_dir="s", hessian_dir=None, output_dir="o", encoder_config=CONFIG
+      ),
+      dtype="int8",
+    )
+
+
+def test_scann_per_shard_keeps_recall_and_records_it(sharded, tmp_path):
+  store_dir, hessian_dir, _ = sharded["methods"]["resharded"]  # One empty.
+  index_dir = str(tmp_path / "scann")
+  info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=index_dir,
+      encoder_config=CONFIG,
+      kind=index_core.SCANN_SHARDED,
+      scann=index_core.ScannSpec(reorder_k=50),
+      dtype="bfloat16",
+    ),
+  )
+  assert info["kind"] == "scann_sharded" and info["shards"][1]["scann"] is None
+  for entry in info["shards"][:1] + info["shards"][2:]:
+    assert entry["scann"]["recall_at_10"]["recall"] >= 0.8
+    assert os.path.isdir(os.path.join(index_dir, entry["scann"]["dir"]))
+  assert 0.8 <= info["scann_recall_at_10"] <= 1
+  features = _query_features(sharded, "resharded")
+  records = sharded["records"]
+  batches = [
+    (
+      "m",
+      [r["query_id"] for r in records],
+      np.stack([features[r["query_id"]] for r in records]).astype(np.float32),
+    )
+  ]
+  score = retrieve_lib.ScoreShard(K)
+  score.setup()
+  partials = {}
+  for number in range(len(info["shards"])):
+    for (query_id, _), partial in score.process(
+      ("m", index_dir, number), batches
+    ):
+      partials.setdefault(query_id, []).append(partial)
+  recalls = []
+  for record in records:
+    merged = index_core.merge_top_k(partials[record["query_id"]], k=K)
+    assert len(merged) == K
+    exact = {i for i, _ in _found(record, "resharded")}
+    recalls.append(len({i for i, _ in merged} & exact) / K)
+  assert np.mean(recalls) >= 0.8
