@@ -57,6 +57,38 @@ def test_parameters_are_sharded_on_the_model_axis():
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_optimizer_state_is_sharded_like_the_parameters(optimizer):
+  mesh = partitioning.make_mesh(data=4, model=2)
+  abstract, shardings = train_lib.abstract_state_and_shardings(
+    helpers.TINY_MODEL, helpers.tiny_optimizer(optimizer), mesh
+  )
+  params = jax.tree_util.tree_leaves_with_path(abstract.params)
+  param_shardings = jax.tree.leaves(shardings.params)
+  by_path = {
+    jax.tree_util.keystr(path): (leaf.shape, sharding)
+    for (path, leaf), sharding in zip(params, param_shardings, strict=True)
+  }
+  leaves = jax.tree_util.tree_leaves_with_path(abstract.opt_state)
+  opt_shardings = jax.tree.leaves(shardings.opt_state)
+  mirrored = 0
+  for (path, leaf), sharding in zip(leaves, opt_shardings, strict=True):
+    key = jax.tree_util.keystr(path)
+    owners = [s for k, (shape, s) in by_path.items() if key.endswith(k)]
+    shaped = [
+      s
+      for k, (shape, s) in by_path.items()
+      if key.endswith(k) and shape == leaf.shape
+    ]
+    if shaped:  # a moment that mirrors its parameter
+      assert sharding == shaped[0], key
+      mirrored += 1
+    else:  # counts, factored rows and columns, placeholders
+      assert sharding.spec == jax.sharding.PartitionSpec(), key
+      assert owners or not leaf.shape or leaf.size <= 1, key
+  assert mirrored > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
 def test_resume_after_stop_equals_uninterrupted(tmp_path, optimizer):
   corpus = helpers.write_corpus(str(tmp_path / "corpus.jsonl"))
   kwargs = dict(

@@ -25,31 +25,33 @@ class TrainState(NamedTuple):
 
 
 def _opt_state_shardings(
-  abstract_opt_state: Any, abstract_params: Any, params_shardings: Any, mesh
+  tx: optax.GradientTransformation,
+  abstract_opt_state: Any,
+  abstract_params: Any,
+  params_shardings: Any,
+  mesh: Mesh,
 ) -> Any:
-  """Optimizer leaves shaped like a parameter share its sharding.
+  """The optimizer state's shardings, from the parameters' (STYLE.md).
 
-  Moments that mirror a parameter (`mu`, `nu`, unfactored `v`) are sharded
-  like it; factored statistics and counters are small and replicated.
+  `optax.tree_map_params` finds every copy of the parameter tree in the
+  state. A leaf there shaped like its parameter (`mu`, `nu`, Adafactor's
+  unfactored `v`) is sharded like it; one of another shape (Adafactor's
+  factored `v_row`/`v_col` and the placeholders beside them) is small and
+  replicated, as are counts and other non-parameter fields.
   """
-  keystr = jax.tree_util.keystr
-  by_path = {
-    keystr(path): (leaf.shape, sharding)
-    for (path, leaf), sharding in zip(
-      jax.tree_util.tree_leaves_with_path(abstract_params),
-      jax.tree.leaves(params_shardings),
-      strict=True,
-    )
-  }
+  replicated = partitioning.replicated(mesh)
 
-  def choose(path, leaf):
-    key = keystr(path)
-    for param_key, (shape, sharding) in by_path.items():
-      if key.endswith(param_key) and shape == leaf.shape:
-        return sharding
-    return partitioning.replicated(mesh)
+  def like_param(leaf, param, sharding):
+    return sharding if leaf.shape == param.shape else replicated
 
-  return jax.tree_util.tree_map_with_path(choose, abstract_opt_state)
+  return optax.tree_map_params(
+    tx,
+    like_param,
+    abstract_opt_state,
+    abstract_params,
+    params_shardings,
+    transform_non_params=lambda _: replicated,
+  )
 
 
 def abstract_state_and_shardings(
@@ -67,11 +69,10 @@ def abstract_state_and_shardings(
   abstract_params = nn.unbox(boxed)
   abstract_opt = opt_shardings = None
   if optimizer_config is not None:
-    abstract_opt = jax.eval_shape(
-      optimizer_lib.make_optimizer(optimizer_config).init, abstract_params
-    )
+    tx = optimizer_lib.make_optimizer(optimizer_config)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
     opt_shardings = _opt_state_shardings(
-      abstract_opt, abstract_params, params_shardings, mesh
+      tx, abstract_opt, abstract_params, params_shardings, mesh
     )
   abstract = TrainState(
     step=jax.ShapeDtypeStruct((), jnp.int32),
