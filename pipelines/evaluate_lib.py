@@ -435,7 +435,7 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
       f"damping {info['damping']:g}"
       + "".join(f"; warning: {w}" for w in info["warnings"])
     )
-  lines += _influence_table(summary["all"], meta, cell)
+  lines += _influence_table(summary["all"], meta)
   groups = [g for g in summary if g != "all"]
   for metric in ("mrr", "tail_patch"):
     lines += ["", f"## {metric} by group", ""]
@@ -450,8 +450,14 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _influence_table(overall, meta, cell) -> list[str]:
+def _influence_table(overall, meta) -> list[str]:
   """Every tail-patch variant's Δp and Δlog p, top 1/3/5/10, per method."""
+
+  def cell(stats):  # Δp of a small model is tiny: significant digits.
+    if not stats or stats["n"] == 0:
+      return "–"
+    return f"{stats['mean']:.3g} [{stats['low']:.3g}, {stats['high']:.3g}]"
+
   variants = meta.get("tailpatch_variants", ["checkpoint"])
   columns = [
     influence_metric(v, m, k)
