@@ -44,7 +44,11 @@ from trak_jax.eval import metrics as metrics_lib
 from trak_jax.eval import plots as plots_lib
 from trak_jax.eval import tailpatch as tailpatch_lib
 
-GRADIENT_METHODS = encoder_lib.PRESETS
+# grad_dot_corrected is selectable (`methods`) but not a default: its cost
+# in the demo's time is not measured yet.
+GRADIENT_METHODS = tuple(
+  p for p in encoder_lib.PRESETS if p != "grad_dot_corrected"
+)
 BM25 = "bm25"
 GROUND_TRUTH = "ground_truth"
 EXACT = "exact"
