@@ -44,7 +44,11 @@ from trak_jax.eval import metrics as metrics_lib
 from trak_jax.eval import plots as plots_lib
 from trak_jax.eval import tailpatch as tailpatch_lib
 
-GRADIENT_METHODS = encoder_lib.PRESETS
+# grad_dot_corrected is selectable (`methods`) but not a default: its cost
+# in the demo's time is not measured yet.
+GRADIENT_METHODS = tuple(
+  p for p in encoder_lib.PRESETS if p != "grad_dot_corrected"
+)
 BM25 = "bm25"
 GROUND_TRUTH = "ground_truth"
 EXACT = "exact"
@@ -84,6 +88,10 @@ class EvaluateOptions:
     tailpatch_queries: Queries that tail-patch scores (the first n; None:
       all); tail-patch is the slow part.
     tailpatch_step_size: Step size (None: the end-of-training rate).
+    tailpatch_variants: Tail-patch steps (`trak_jax.eval.tailpatch.
+      OPTIMIZERS`); the first is the headline `tail_patch` column, every
+      one gets Δp and Δlog p over the top 1, 3, 5 and 10 in results.md's
+      influence table. Each variant costs one more patch per proponent.
     num_shards: Store shards.
     batch_size: Examples per encoder call.
     pipeline_options: Beam options for every job.
@@ -107,6 +115,7 @@ class EvaluateOptions:
   k: int = 10
   tailpatch_queries: int | None = None
   tailpatch_step_size: float | None = None
+  tailpatch_variants: tuple[str, ...] = ("checkpoint",)
   num_shards: int = 4
   batch_size: int = 32
   pipeline_options: str = "--runner=DirectRunner"
@@ -261,6 +270,24 @@ def add_bm25(
     }
 
 
+def _patcher(loaded, variant: str, step_size: float | None):
+  """The variant's patcher; "checkpoint" falls back to SGD without state."""
+  if loaded.opt_state is None and variant != "sgd":
+    variant = "sgd"
+  return tailpatch_lib.TailPatcher.from_checkpoint(
+    loaded,
+    step_size=step_size or loaded.metadata.get("final_learning_rate"),
+    optimizer=variant,
+    seq_len=loaded.metadata.get("train_config", {}).get("seq_len")
+    or loaded.max_len,
+  )
+
+
+def influence_metric(variant: str, measure: str, k: int) -> str:
+  """The influence table's column: tail-patch `variant`, `measure`, top k."""
+  return f"tp_{variant}_{measure}@{k}"
+
+
 def tail_patch(
   records: list[dict],
   corpus: dict[str, str],
@@ -270,20 +297,23 @@ def tail_patch(
   methods: Sequence[str],
   limit: int | None,
   step_size: float | None,
-  top: int = 10,
-) -> tuple[dict[str, np.ndarray], float]:
-  """Per method, [queries] mean tail-patch of the top proponents (NaN for
-  queries past `limit`); the ground-truth passages as a reference row."""
-  patcher = tailpatch_lib.TailPatcher.from_checkpoint(
-    loaded,
-    step_size=step_size or loaded.metadata.get("final_learning_rate"),
-    optimizer="checkpoint" if loaded.opt_state is not None else "sgd",
-    seq_len=loaded.metadata.get("train_config", {}).get("seq_len")
-    or loaded.max_len,
-  )
+  variants: Sequence[str] = ("checkpoint",),
+  top_ks: Sequence[int] = tailpatch_lib.TOP_KS,
+) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+  """Per method, metric -> [queries] tail-patch (NaN past `limit`); the
+  ground-truth passages as a reference row.
+
+  Each variant patches each query's top max(top_ks) proponents once; the
+  top-k means of Δp and Δlog p come from those deltas. `tail_patch` is the
+  first variant's Δlog p over the top 10 (the headline column).
+  """
+  patchers = {v: _patcher(loaded, v, step_size) for v in variants}
   by_id = {q.id: q for q in queries}
   chosen = records[:limit] if limit is not None else records
-  values = {m: np.full(len(records), np.nan) for m in [*methods, GROUND_TRUTH]}
+  top = max(top_ks)
+  values = collections.defaultdict(
+    lambda: collections.defaultdict(lambda: np.full(len(records), np.nan))
+  )
   for row, record in enumerate(chosen):
     query = by_id[record["query_id"]]
     texts = {
@@ -292,21 +322,33 @@ def tail_patch(
     }
     texts[GROUND_TRUTH] = [corpus[i] for i in record["relevant_ids"][:top]]
     for method, passages in texts.items():
-      if passages:
-        values[method][row] = float(np.mean(patcher.deltas(passages, query)))
+      if not passages:
+        continue
+      for variant, patcher in patchers.items():
+        changes = patcher.changes(passages, query)
+        for measure in tailpatch_lib.MEASURES:
+          means = tailpatch_lib.top_k_means(changes[measure], top_ks)
+          for k, mean in means.items():
+            name = influence_metric(variant, measure, k)
+            values[method][name][row] = mean
+        if variant == variants[0]:
+          values[method]["tail_patch"][row] = np.mean(changes["dlogp"][:10])
     if row % 25 == 0:
       _log(f"tail-patch {row + 1}/{len(chosen)}")
-  return values, patcher.step_size
+  step = patchers[variants[0]].step_size
+  return {m: dict(v) for m, v in values.items()}, step
 
 
 def per_query_metrics(
-  records: list[dict], methods: Sequence[str], tail: dict[str, np.ndarray]
+  records: list[dict],
+  methods: Sequence[str],
+  tail: dict[str, dict[str, np.ndarray]],
 ) -> dict[str, dict[str, np.ndarray]]:
   """method -> metric -> [queries] values (NaN where not measured)."""
   table = {}
   for method in [*methods, GROUND_TRUTH]:
     if method == GROUND_TRUTH:
-      table[method] = {"tail_patch": tail[method]}
+      table[method] = dict(tail.get(method, {}))
       continue
     rankings = [
       [p["id"] for p in r["results"][method]["proponents"]] for r in records
@@ -314,7 +356,8 @@ def per_query_metrics(
     values = metrics_lib.per_query(
       rankings, [r["relevant_ids"] for r in records], k=10
     )
-    values["tail_patch"] = tail.get(method, np.full(len(records), np.nan))
+    values["tail_patch"] = np.full(len(records), np.nan)
+    values.update(tail.get(method, {}))
     table[method] = values
   return table
 
@@ -396,6 +439,7 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
       f"damping {info['damping']:g}"
       + "".join(f"; warning: {w}" for w in info["warnings"])
     )
+  lines += _influence_table(summary["all"], meta)
   groups = [g for g in summary if g != "all"]
   for metric in ("mrr", "tail_patch"):
     lines += ["", f"## {metric} by group", ""]
@@ -408,6 +452,48 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         + " |"
       )
   return "\n".join(lines) + "\n"
+
+
+def _influence_table(overall, meta) -> list[str]:
+  """Every tail-patch variant's Δp and Δlog p, top 1/3/5/10, per method."""
+
+  def cell(stats):  # Δp of a small model is tiny: significant digits.
+    if not stats or stats["n"] == 0:
+      return "–"
+    return f"{stats['mean']:.3g} [{stats['low']:.3g}, {stats['high']:.3g}]"
+
+  variants = meta.get("tailpatch_variants", ["checkpoint"])
+  columns = [
+    influence_metric(v, m, k)
+    for v in variants
+    for m in tailpatch_lib.MEASURES
+    for k in tailpatch_lib.TOP_KS
+  ]
+  lines = [
+    "",
+    "## Influence (tail-patch)",
+    "",
+    f"One step on one proponent; tp_VARIANT_MEASURE@k is the mean over "
+    "the top k proponents, then over queries. Variants: checkpoint (the "
+    "checkpoint's optimizer and state, clip included), checkpoint_noclip "
+    "(the same without the global-norm clip), sgd (θ - η g). Δp is the "
+    "paper's measure; the headline column tail_patch above is "
+    f"tp_{variants[0]}_dlogp@10, since Δlog p does not vanish for targets "
+    "the model gives little probability, as Δp does. exact: the exact "
+    "(unprojected) ranking's proponents, the reference for the projection.",
+    "",
+    "| method | " + " | ".join(columns) + " |",
+    "|---|" + "---|" * len(columns),
+  ]
+  for method, metrics in overall.items():
+    if not any((metrics.get(c) or {}).get("n") for c in columns):
+      continue
+    lines.append(
+      f"| {method} | "
+      + " | ".join(cell(metrics.get(c)) for c in columns)
+      + " |"
+    )
+  return lines
 
 
 def _scann_note(scann: dict[str, Any]) -> str:
@@ -710,6 +796,7 @@ def run_evaluation(
     methods=[m for m in methods if m != SCANN],
     limit=options.tailpatch_queries,
     step_size=options.tailpatch_step_size,
+    variants=options.tailpatch_variants,
   )
   first = next(iter(configs))
   table = per_query_metrics(records, methods, tail)
@@ -740,6 +827,7 @@ def run_evaluation(
       else "one plain SGD step (the checkpoint has no optimizer state)"
     ),
     "model_accuracy": float(np.mean([r["correct"] for r in records])),
+    "tailpatch_variants": list(options.tailpatch_variants),
     "correction": configs.get(
       "trackstar", next(iter(configs.values()))
     ).correction.kind,
@@ -782,6 +870,7 @@ def evaluate(
   dim: int | None = None,
   tailpatch_queries: int | None = None,
   tailpatch_step_size: float | None = None,
+  tailpatch_variants: tuple[str, ...] = ("checkpoint",),
   hessian_mix: float | None = None,
   group_by: Sequence[str] = ("frequency_bucket",),
   scann: bool = True,
@@ -790,7 +879,8 @@ def evaluate(
 
   `dim` is d (None: the projection's default); `hessian_mix` is
   TrackStar's λ (None: the k-th-eigenvalue rule); `tailpatch_step_size`
-  the learning rate of tail-patch's step (None: the checkpoint's); `scann`
+  the learning rate of tail-patch's step (None: the checkpoint's);
+  `tailpatch_variants` its steps (the first is the headline); `scann`
   adds the row `trackstar_scann` (TrackStar searched through ScaNN).
   """
   options = EvaluateOptions(
@@ -806,6 +896,7 @@ def evaluate(
     hessian=hessian_core.HessianSpec(mix=hessian_mix),
     tailpatch_queries=tailpatch_queries,
     tailpatch_step_size=tailpatch_step_size,
+    tailpatch_variants=tuple(tailpatch_variants),
     group_by=tuple(group_by),
     scann=scann,
   )

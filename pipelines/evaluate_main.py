@@ -40,6 +40,12 @@ _STEP_SIZE = flags.DEFINE_float(
   "Learning rate of tail-patch's step (default: the checkpoint's final one; "
   "needed for an imported checkpoint without optimizer or --learning_rate).",
 )
+_VARIANTS = flags.DEFINE_list(
+  "tailpatch_variants",
+  ["checkpoint"],
+  "Tail-patch steps: checkpoint, checkpoint_noclip, sgd (the first is the "
+  "headline tail_patch column).",
+)
 _SCANN = flags.DEFINE_bool(
   "scann",
   True,
@@ -79,6 +85,7 @@ def main(argv):
     dim=_DIM.value,
     tailpatch_queries=_TAILPATCH.value,
     tailpatch_step_size=_STEP_SIZE.value,
+    tailpatch_variants=tuple(_VARIANTS.value),
     hessian_mix=_MIX.value,
     group_by=_GROUP_BY.value,
     scann=_SCANN.value,

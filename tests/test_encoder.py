@@ -631,3 +631,40 @@ def test_energy_weights_are_the_geometric_mean_of_both_sides():
   assert (
     encoder_lib.with_recorded_layout(measured, recorded.to_dict()) == measured
   )
+
+
+def test_grad_dot_corrected_is_the_corrected_gradient_dot(adafactor_state):
+  config = encoder_lib.preset(
+    "grad_dot_corrected",
+    projection=projection_lib.ProjectionSpec(kind="none"),
+  )
+  assert (config.hessian.kind, config.normalize) == ("none", False)
+  encoder = make_encoder(
+    adafactor_state,
+    correction="adafactor",
+    projection=config.projection,
+  )
+  assert encoder.config.correction == config.correction
+  batch = helpers.random_batch(batch_size=3)
+  got = np.asarray(encoder.encode(batch).features)
+  # Whole gradients, each divided by sqrt(V) (materialised per leaf).
+  grads = gradients.flat_params(
+    gradients.per_example_grads(
+      encoder.apply_fn, encoder.params, batch.token_ids, batch.loss_mask
+    )
+  )
+  fix = encoder.correction
+  rows = np.stack(
+    [
+      np.concatenate(
+        [
+          np.asarray(
+            correction_lib.apply_to_gradient(fix[p], grads[p][i])
+          ).reshape(-1)
+          for p in sorted(grads)
+        ]
+      )
+      for i in range(3)
+    ]
+  )
+  assert_close(got @ got.T, rows @ rows.T, rtol=1e-3)

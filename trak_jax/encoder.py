@@ -651,6 +651,8 @@ def preset(
   """The methods the paper compares, as configurations of one encoder.
 
   - grad_dot: TracIn at one checkpoint: no correction, no R, no norm.
+  - grad_dot_corrected: grad_dot with the optimizer correction on both
+    sides (no R, no norm): g_q · V⁻¹ g_train.
   - grad_cos: normalisation only.
   - trak_like: R_train, no correction, no norm. (Without normalisation,
     R^(-1/2) on both sides gives the same scores as a one-sided R⁻¹.)
@@ -679,6 +681,7 @@ def preset(
   train_only = dataclasses.replace(mixed, kind="train")
   table = {
     "grad_dot": (plain, none, False),
+    "grad_dot_corrected": (fixed, none, False),
     "grad_cos": (plain, none, True),
     "trak_like": (plain, train_only, False),
     "trackstar": (fixed, mixed, True),
@@ -694,6 +697,7 @@ def preset(
 
 PRESETS = (
   "grad_dot",
+  "grad_dot_corrected",
   "grad_cos",
   "trak_like",
   "trackstar",

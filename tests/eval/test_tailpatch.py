@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -293,3 +294,146 @@ def test_bad_options_and_states_are_rejected(checkpoint, adafactor_state):
   # Plain SGD needs no optimizer state.
   sgd = tailpatch.TailPatcher(*args[:1], None, *args[2:], optimizer="sgd")
   assert sgd.optimizer == "sgd"
+
+
+def _brute_force_both(step):
+  """`(dlogp, dp)(params, opt_state, tokenizer, text, query)` in plain JAX.
+
+  `step(params, opt_state, grads) -> patched params` is written out by the
+  test; one example, no vmap and no padding rows.
+  """
+  model = model_lib.Transformer(MODEL)
+
+  def log_prob(params, ids, mask):
+    return -model_lib.example_losses(model, params, ids[None], mask[None])[0]
+
+  def mean_loss(params, ids, mask):
+    logits = model.apply({"params": params}, ids[None])
+    losses = model_lib.token_losses(logits, ids[None], mask[None])
+    return losses.sum() / mask[1:].sum()
+
+  @jax.jit
+  def measure(params, opt_state, passage, query):
+    grads = jax.grad(mean_loss)(params, *passage)
+    patched = step(params, opt_state, grads)
+    return log_prob(params, *query), log_prob(patched, *query)
+
+  def both(params, opt_state, tokenizer, text, query):
+    passage = data_lib.pad_batch(
+      [data_lib.tokenize_text(tokenizer, text, max_len=MODEL.max_len)],
+      seq_len=MODEL.max_len,
+    )
+    row = data_lib.tokenize_query(
+      tokenizer, query.prompt, query.target, max_len=MODEL.max_len
+    )
+    query = data_lib.pad_batch([row], seq_len=MODEL.max_len)
+    before, after = measure(
+      params,
+      opt_state,
+      (passage.token_ids[0], passage.loss_mask[0]),
+      (query.token_ids[0], query.loss_mask[0]),
+    )
+    before, after = float(before), float(after)
+    return after - before, np.exp(after) - np.exp(before)
+
+  return both
+
+
+def _adamw_step(config, step_size, *, clip):
+  """AdamW's update from its state, written out, with or without the clip."""
+
+  def step(params, opt_state, grads):
+    if clip:
+      norm = optax.global_norm(grads)
+      scale = jnp.minimum(1.0, config.clip_norm / norm)
+      grads = jax.tree.map(lambda g: g * scale, grads)
+    adam = opt_state[1][0]  # chain(clip, adamw) -> adamw's scale_by_adam
+    count = adam.count + 1
+    mu = jax.tree.map(
+      lambda m, g: config.b1 * m + (1 - config.b1) * g, adam.mu, grads
+    )
+    nu = jax.tree.map(
+      lambda v, g: config.b2 * v + (1 - config.b2) * g * g, adam.nu, grads
+    )
+    mu_hat = jax.tree.map(lambda m: m / (1 - config.b1**count), mu)
+    nu_hat = jax.tree.map(lambda v: v / (1 - config.b2**count), nu)
+    return jax.tree.map(
+      lambda p, m, v: (
+        p - step_size * (m / (jnp.sqrt(v) + 1e-8) + config.weight_decay * p)
+      ),
+      params,
+      mu_hat,
+      nu_hat,
+    )
+
+  return step
+
+
+@pytest.fixture(scope="module")
+def variant_patchers(checkpoint):
+  return {
+    optimizer: tailpatch.TailPatcher.from_checkpoint(
+      checkpoint,
+      optimizer=optimizer,
+      step_size=0.1 if optimizer == "sgd" else None,
+      proponents_per_call=2,
+    )
+    for optimizer in tailpatch.OPTIMIZERS
+  }
+
+
+@pytest.mark.parametrize("optimizer", tailpatch.OPTIMIZERS)
+def test_every_variant_matches_a_step_written_out(
+  variant_patchers, checkpoint, bench, optimizer
+):
+  patcher = variant_patchers[optimizer]
+  config = checkpoint.optimizer_config
+  if optimizer == "sgd":
+    step = lambda p, _, g: jax.tree.map(
+      lambda w, d: w - patcher.step_size * d, p, g
+    )
+  else:
+    step = _adamw_step(
+      config, patcher.step_size, clip=optimizer == "checkpoint"
+    )
+  params = _host_copy(checkpoint.params)
+  opt_state = _host_copy(checkpoint.opt_state)
+  query, fact, filler = _fact_and_filler(bench)[0]
+  changes = patcher.changes([fact, filler, fact], query)
+  brute_force = _brute_force_both(step)
+  expected = np.array(
+    [
+      brute_force(
+        checkpoint.params, checkpoint.opt_state, checkpoint.tokenizer, t, query
+      )
+      for t in (fact, filler, fact)
+    ]
+  )  # [3, (dlogp, dp)]
+  assert abs(expected[0, 0]) > 1e-4  # A real change, not rounding.
+  np.testing.assert_allclose(
+    changes["dlogp"], expected[:, 0], rtol=3e-3, atol=3e-6
+  )
+  np.testing.assert_allclose(
+    changes["dp"], expected[:, 1], rtol=3e-3, atol=3e-7
+  )
+  _assert_bitwise_equal(checkpoint.params, params)
+  _assert_bitwise_equal(checkpoint.opt_state, opt_state)
+
+
+def test_the_clip_changes_the_step(variant_patchers, bench):
+  # Proponent gradients of the tiny model exceed clip_norm = 1, so the
+  # unclipped step is a different (larger) step.
+  query, fact, _ = _fact_and_filler(bench)[0]
+  clipped = variant_patchers["checkpoint"].delta(fact, query)
+  unclipped = variant_patchers["checkpoint_noclip"].delta(fact, query)
+  assert abs(unclipped - clipped) > 1e-3 * abs(clipped)
+
+
+def test_top_k_means_of_hand_made_deltas():
+  deltas = [4.0, 2.0, 0.0, -1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 99.0]
+  means = tailpatch.top_k_means(deltas)
+  assert means == {1: 4.0, 3: 2.0, 5: 2.0, 10: 1.5}
+  assert tailpatch.top_k_means([3.0, 1.0], ks=(1, 10)) == {1: 3.0, 10: 2.0}
+  assert all(np.isnan(v) for v in tailpatch.top_k_means([]).values())
+  with pytest.raises(ValueError, match="at least 1"):
+    tailpatch.top_k_means([1.0], ks=(0,))

@@ -23,6 +23,7 @@ def evaluation(tiny_run, tmp_path_factory):
     methods=("grad_dot", "trackstar"),
     projection=projection_lib.ProjectionSpec(dim=128),
     tailpatch_queries=4,
+    tailpatch_variants=("checkpoint", "checkpoint_noclip", "sgd"),
     num_shards=1,
     batch_size=16,
   )
@@ -185,3 +186,23 @@ def test_factored_v_is_an_option_with_its_own_stores():
   assert keys == {"none", "adam-factored"}
   with pytest.raises(ValueError, match="'factored'"):
     evaluate_lib.method_configs(options, "adafactor")
+
+
+def test_influence_table_has_every_variant_and_top_k(evaluation):
+  out, results = evaluation
+  table = (out / "results.md").read_text()
+  assert "## Influence (tail-patch)" in table
+  overall = results["summary"]["all"]
+  for variant in ("checkpoint", "checkpoint_noclip", "sgd"):
+    for measure in ("dp", "dlogp"):
+      for k in (1, 3, 5, 10):
+        name = evaluate_lib.influence_metric(variant, measure, k)
+        assert name in table
+        for method in ("trackstar", "exact", "ground_truth"):
+          assert overall[method][name]["n"] == 4, (method, name)
+  # The headline column is the first variant's Δlog p over the top 10.
+  for method in ("trackstar", "exact", "bm25"):
+    headline = overall[method]["tail_patch"]["mean"]
+    assert headline == pytest.approx(
+      overall[method]["tp_checkpoint_dlogp@10"]["mean"], rel=1e-6
+    )

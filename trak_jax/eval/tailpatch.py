@@ -21,14 +21,20 @@ Here:
   AdamW that step carries the checkpoint's first moment (`b1 * mu`), a drift
   shared by every proponent, so it shifts all deltas of a query by the same
   amount and leaves their differences to the proponent's gradient.
-  `optimizer="sgd"` takes a plain gradient step instead (no clipping, no
-  state): `params - step_size * grad`.
+  `optimizer="checkpoint_noclip"` is the same step without the global-norm
+  clip (training clips every gradient above `clip_norm` to that norm, a
+  normalisation of the training side). `optimizer="sgd"` takes a plain
+  gradient step instead (no clipping, no state): `params - step_size *
+  grad`.
 - **The step size** is the end-of-training learning rate
   (`OptimizerConfig.final_learning_rate`) unless given; `step_size` says
   which was used.
-- **The measure** is `log p(target | prompt)` after the step minus before,
-  with the query tokenized by `trak_jax.data.tokenize_query` (the negated,
-  target-masked summed loss).
+- **The measures** are Δlog p, `log p(target | prompt)` after the step
+  minus before, with the query tokenized by `trak_jax.data.tokenize_query`
+  (the negated, target-masked summed loss), and Δp, `p(target | prompt)`
+  after minus before (the paper's measure). `deltas` returns Δlog p,
+  `changes` both; `top_k_means` averages a ranked list's top 1, 3, 5 and
+  10 (the paper's Table A.6).
 
 Parameters are never modified: the patched parameters are computed
 functionally inside one jitted function and dropped, so "restore" is
@@ -37,6 +43,7 @@ each call holds that many copies of the parameters' gradients and updates,
 so lower it for large models.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -52,7 +59,9 @@ from trak_jax import models
 from trak_jax import optimizer as optimizer_lib
 from trak_jax import tokenizer as tokenizer_lib
 
-OPTIMIZERS = ("checkpoint", "sgd")
+OPTIMIZERS = ("checkpoint", "checkpoint_noclip", "sgd")
+MEASURES = ("dp", "dlogp")
+TOP_KS = (1, 3, 5, 10)
 
 
 class _PromptAndTarget(Protocol):
@@ -86,9 +95,10 @@ def make_patch_delta(
   """A pure `patch_delta(params, opt_state, passage_row, query_row) -> []`.
 
   The returned function takes one step of `tx` from (params, opt_state) on
-  the passage's mean token loss and returns the change of the query's
-  `log p(target | prompt)`. Rows are `Batch`es of [seq] arrays. Nothing is
-  updated in place; the patched parameters never leave the function.
+  the passage's mean token loss and returns [2]: the change of the query's
+  `log p(target | prompt)` and of `p(target | prompt)`. Rows are `Batch`es
+  of [seq] arrays. Nothing is updated in place; the patched parameters
+  never leave the function.
 
   Args:
     model: The transformer.
@@ -106,7 +116,7 @@ def make_patch_delta(
     after = _log_prob(model, patched, query_row)
     # Depends only on unbatched inputs, so vmap computes it once.
     before = _log_prob(model, params, query_row)
-    return after - before
+    return jnp.stack([after - before, jnp.exp(after) - jnp.exp(before)])
 
   return patch_delta
 
@@ -122,24 +132,33 @@ def patch_optimizer(
   Args:
     optimizer_config: The checkpoint's optimizer.
     step_size: The constant learning rate of the step.
-    optimizer: "checkpoint" (the training optimizer) or "sgd".
+    optimizer: "checkpoint" (the training optimizer), "checkpoint_noclip"
+      (the same without its global-norm clip) or "sgd".
 
   Returns:
-    The transformation. For "checkpoint" its state has the structure of the
-    training state: the constant learning rate is passed as a schedule.
+    The transformation. For "checkpoint" and "checkpoint_noclip" its state
+    has the structure of the training state: the constant learning rate is
+    passed as a schedule, and the clip's (empty) state is kept.
 
   Raises:
     ValueError: For an unknown `optimizer`.
   """
   if optimizer == "sgd":
     return optax.sgd(step_size)
+  # A schedule, not a float: optax keeps a schedule's step count in the
+  # state, so the checkpoint's state fits this transformation's structure.
+  constant = optax.constant_schedule(step_size)
   if optimizer == "checkpoint":
-    # A schedule, not a float: optax keeps a schedule's step count in the
-    # state, so the checkpoint's state fits this transformation's structure.
-    constant = optax.constant_schedule(step_size)
     return optimizer_lib.make_optimizer(
       optimizer_config, learning_rate=constant
     )
+  if optimizer == "checkpoint_noclip":
+    unclipped = dataclasses.replace(optimizer_config, clip_norm=0.0)
+    core = optimizer_lib.make_optimizer(unclipped, learning_rate=constant)
+    if not optimizer_config.clip_norm:
+      return core
+    # identity's state is empty, as clip_by_global_norm's.
+    return optax.chain(optax.identity(), core)
   raise ValueError(f"unknown optimizer {optimizer!r}; expected {OPTIMIZERS}")
 
 
@@ -160,7 +179,7 @@ class TailPatcher:
 
   Attributes:
     step_size: The learning rate of every patch step.
-    optimizer: "checkpoint" or "sgd".
+    optimizer: One of `OPTIMIZERS`.
     seq_len: Passages are truncated, and passages and queries padded, to it.
     proponents_per_call: Proponents patched per jitted call.
   """
@@ -189,8 +208,8 @@ class TailPatcher:
       tokenizer: The checkpoint's tokenizer.
       step_size: Learning rate of the step; the end-of-training learning
         rate by default.
-      optimizer: "checkpoint" (the training optimizer and its final state)
-        or "sgd".
+      optimizer: "checkpoint" (the training optimizer and its final state),
+        "checkpoint_noclip" (the same without gradient clipping) or "sgd".
       seq_len: Sequence length; the model's `max_len` by default. Use the
         training `seq_len` to truncate passages as training did.
       proponents_per_call: Proponents patched together (vmapped).
@@ -280,32 +299,38 @@ class TailPatcher:
       encoded += [empty] * (size - len(chunk))
       yield data_lib.pad_batch(encoded, seq_len=self.seq_len), len(chunk)
 
-  def deltas(
+  def changes(
     self, passage_texts: Sequence[str], query: _PromptAndTarget
-  ) -> np.ndarray:
-    """Tail-patch delta of each passage for one query.
+  ) -> dict[str, np.ndarray]:
+    """Δp and Δlog p of each passage's patch for one query.
 
     Args:
       passage_texts: [p] proponent texts.
       query: Has `prompt` and `target`.
 
     Returns:
-      [p] float32 changes of log p(target | prompt).
+      "dlogp" and "dp" -> [p] float32 changes of log p(target | prompt)
+      and p(target | prompt).
 
     Raises:
       trak_jax.data.TooLongError: If the query does not fit `seq_len`.
     """
     query_row = self._query_row(query)
-    found = []
+    found = [np.zeros((0, 2), np.float32)]
     for passages, count in self._passage_chunks(list(passage_texts)):
-      # [proponents_per_call]
+      # [proponents_per_call, 2]
       chunk = self._patch_deltas(
         self._params, self._opt_state, passages, query_row
       )
       found.append(np.asarray(chunk)[:count])
-    if not found:
-      return np.zeros(0, np.float32)
-    return np.concatenate(found)
+    both = np.concatenate(found)
+    return {"dlogp": both[:, 0], "dp": both[:, 1]}
+
+  def deltas(
+    self, passage_texts: Sequence[str], query: _PromptAndTarget
+  ) -> np.ndarray:
+    """[p] tail-patch Δlog p of each passage for one query (`changes`)."""
+    return self.changes(passage_texts, query)["dlogp"]
 
   def delta(self, passage_text: str, query: _PromptAndTarget) -> float:
     """Tail-patch delta of one passage for one query."""
@@ -335,3 +360,26 @@ class TailPatcher:
       deltas = self.deltas(list(texts)[:top], query)
       means.append(float(np.mean(deltas)) if len(deltas) else float("nan"))
     return np.asarray(means, np.float64)
+
+
+def top_k_means(
+  deltas: Sequence[float], ks: Sequence[int] = TOP_KS
+) -> dict[int, float]:
+  """Mean delta of the top k of a ranked list, for each k (Table A.6).
+
+  Args:
+    deltas: [p] deltas of ranked proponents, best first.
+    ks: The k's; a list shorter than k averages what it has.
+
+  Returns:
+    k -> mean of `deltas[:k]` (NaN for an empty list).
+
+  Raises:
+    ValueError: For a k below 1.
+  """
+  deltas = np.asarray(deltas, np.float64)
+  if any(k < 1 for k in ks):
+    raise ValueError(f"top_k_means: every k must be at least 1, got {ks}")
+  if not len(deltas):
+    return {k: float("nan") for k in ks}
+  return {k: float(deltas[:k].mean()) for k in ks}
