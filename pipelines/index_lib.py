@@ -66,11 +66,8 @@ class IndexOptions:
   dtype: str | None = None
 
   def __post_init__(self):
-    if self.dtype is not None and self.dtype not in index_lib.DTYPES:
-      raise ValueError(
-        f"index dtype {self.dtype!r} is not one of "
-        f"{', '.join(index_lib.DTYPES)}"
-      )
+    if self.dtype is not None:
+      index_lib.check_dtype(self.dtype)
     if self.kind not in KINDS:
       raise ValueError(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
     if self.dtype is not None and self.kind == "scann":
@@ -276,16 +273,12 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
   pairs = sorted(pairs, key=lambda p: p[0])
   ids = [p[0] for p in pairs]
   vectors = np.stack([p[1] for p in pairs]).astype(np.float32)
-  rng = np.random.default_rng(0)
-  sample = rng.choice(
-    len(ids), min(options.recall_sample, len(ids)), replace=False
-  )
   index = index_lib.Index.build(
     ids=ids,
     vectors=vectors,
     kind=options.kind,
     spec=options.scann,
-    recall_rows=np.sort(sample),
+    recall_rows=index_lib.sample_rows(len(ids), options.recall_sample, seed=0),
     info=_recorded(options, store, hessian_record),
   )
   index.save(options.output_dir)

@@ -227,6 +227,25 @@ def recall_against_exact(approximate: np.ndarray, exact: np.ndarray) -> float:
   return float(np.mean(found))
 
 
+def sample_rows(n: int, sample: int, *, seed: int) -> np.ndarray:
+  """[min(sample, n)] distinct rows of n, sorted: the encodings an index
+  queries itself with to measure a recall."""
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(n, min(sample, n), replace=False))
+
+
+def scann_record(spec: ScannSpec, n: int) -> dict[str, Any]:
+  """index.json's record of a ScaNN searcher over n rows: `spec` with the
+  tree settings it resolves to (`_tree_settings`)."""
+  leaves, search, sample = _tree_settings(spec, n)
+  return {
+    **dataclasses.asdict(spec),
+    "num_leaves": leaves,
+    "num_leaves_to_search": search,
+    "training_sample_size": sample,
+  }
+
+
 def recall_of_dtype(
   vectors: np.ndarray, stored, *, k: int = 10, sample: int = 100, seed: int = 0
 ) -> float | None:
@@ -239,8 +258,7 @@ def recall_of_dtype(
   vectors = np.asarray(vectors, np.float32)
   if len(vectors) <= k:
     return None
-  rng = np.random.default_rng(seed)
-  rows = np.sort(rng.choice(len(vectors), min(sample, len(vectors)), False))
+  rows = sample_rows(len(vectors), sample, seed=seed)
   queries = vectors[rows]
   exact = scoring.top_k(queries, vectors, k=k + 1).indices
   found = scoring.top_k(queries, stored, k=k + 1).indices
@@ -331,7 +349,8 @@ def quantize_int8(vectors: np.ndarray) -> Int8Rows:
   return Int8Rows(codes.astype(np.int8), scales)
 
 
-def _check_dtype(dtype: str) -> None:
+def check_dtype(dtype: str) -> None:
+  """Raises ValueError unless `dtype` is one of `DTYPES`."""
   if dtype not in DTYPES:
     raise ValueError(f"index dtype {dtype!r} is not one of {', '.join(DTYPES)}")
 
@@ -339,7 +358,7 @@ def _check_dtype(dtype: str) -> None:
 def in_dtype(vectors: np.ndarray, dtype: str):
   """[n, d] finished encodings as an index holds them in `dtype`: an array
   (float32, bfloat16) or `Int8Rows` (int8)."""
-  _check_dtype(dtype)
+  check_dtype(dtype)
   if dtype == "int8":
     return vectors if isinstance(vectors, Int8Rows) else quantize_int8(vectors)
   return np.asarray(vectors).astype(np.dtype(dtype))
@@ -348,7 +367,7 @@ def in_dtype(vectors: np.ndarray, dtype: str):
 def memory_dtype(dtype: str) -> np.dtype:
   """The dtype rows of an index in `dtype` are placed on devices in:
   int8 rows are dequantised to bfloat16 (their codes need 8 of its bits)."""
-  _check_dtype(dtype)
+  check_dtype(dtype)
   return np.dtype("bfloat16" if dtype == "int8" else dtype)
 
 
@@ -503,20 +522,11 @@ def write_shard_searcher(
   path = os.path.join(files.abspath(directory), name)
   with files.local_directory_to_write(path) as local_dir:
     searcher.serialize(local_dir, relative_path=not files.is_local(path))
-  rng = np.random.default_rng(index)
-  rows = np.sort(
-    rng.choice(len(vectors), min(recall_sample, len(vectors)), replace=False)
-  )
+  rows = sample_rows(len(vectors), recall_sample, seed=index)
   measured = Index(
     ids=shard.ids, vectors=vectors, kind="scann", info={}, searcher=searcher
   ).measure_recall(vectors[rows], k=k, own_rows=rows)
-  leaves, search, sample = _tree_settings(spec, len(vectors))
-  settings = {
-    **dataclasses.asdict(spec),
-    "num_leaves": leaves,
-    "num_leaves_to_search": search,
-    "training_sample_size": sample,
-  }
+  settings = scann_record(spec, len(vectors))
   return {"dir": name, "spec": settings, f"recall_at_{k}": measured}
 
 
@@ -678,13 +688,7 @@ class Index:
       searcher=searcher,
     )
     if kind == "scann":
-      leaves, search, sample = _tree_settings(spec, len(vectors))
-      index.info["scann"] = {
-        **dataclasses.asdict(spec),
-        "num_leaves": leaves,
-        "num_leaves_to_search": search,
-        "training_sample_size": sample,
-      }
+      index.info["scann"] = scann_record(spec, len(vectors))
       if recall_rows is not None and len(recall_rows):
         index.info["recall_at_10"] = index.measure_recall(
           vectors[recall_rows], own_rows=recall_rows

@@ -146,52 +146,15 @@ def test_parameters_are_unchanged_after_every_patch(patcher, checkpoint, bench):
 
 
 def _brute_force(tx):
-  """`delta(params, opt_state, tokenizer, text, query)` in plain JAX.
+  """`delta(params, opt_state, tokenizer, text, query)` in plain JAX: Δlog p
+  of one `tx.update` and `optax.apply_updates` (`_brute_force_both`)."""
 
-  One example, one `tx.update` and `optax.apply_updates`, log p before and
-  after; no vmap and no padding rows.
-  """
-  model = model_lib.Transformer(MODEL)
-
-  def log_prob(params, ids, mask):
-    return -model_lib.example_losses(model, params, ids[None], mask[None])[0]
-
-  def mean_loss(params, ids, mask):
-    # [1, seq] -> [1, seq - 1]
-    logits = model.apply({"params": params}, ids[None])
-    losses = model_lib.token_losses(logits, ids[None], mask[None])
-    return losses.sum() / mask[1:].sum()
-
-  @jax.jit
-  def step_and_measure(params, opt_state, passage, query):
-    grads = jax.grad(mean_loss)(params, *passage)
+  def step(params, opt_state, grads):
     updates, _ = tx.update(grads, opt_state, params)
-    patched = optax.apply_updates(params, updates)
-    return log_prob(params, *query), log_prob(patched, *query)
+    return optax.apply_updates(params, updates)
 
-  def delta(params, opt_state, tokenizer, text, query):
-    # Padded positions after the text change nothing (causal, mask 0).
-    passage = data_lib.pad_batch(
-      [data_lib.tokenize_text(tokenizer, text, max_len=MODEL.max_len)],
-      seq_len=MODEL.max_len,
-    )
-    query = data_lib.pad_batch(
-      [
-        data_lib.tokenize_query(
-          tokenizer, query.prompt, query.target, max_len=MODEL.max_len
-        )
-      ],
-      seq_len=MODEL.max_len,
-    )
-    before, after = step_and_measure(
-      params,
-      opt_state,
-      (passage.token_ids[0], passage.loss_mask[0]),
-      (query.token_ids[0], query.loss_mask[0]),
-    )
-    return float(after) - float(before)
-
-  return delta
+  both = _brute_force_both(step)
+  return lambda *args: both(*args)[0]
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
