@@ -59,7 +59,7 @@ setuptools.setup(
   entry_points={
     "console_scripts": [
       "trak-jax-train = trak_jax.train_main:run",
-      "trak-jax-factbench = trak_jax.eval.factbench:main",
+      "trak-jax-factbench = trak_jax.eval.factbench.cli:main",
       "trak-jax-heldout-facts = trak_jax.eval.heldout_facts:main",
       "trak-jax-encode = pipelines.encode_main:run",
       "trak-jax-hessian = pipelines.hessian_main:run",
