@@ -60,7 +60,7 @@ setuptools.setup(
     "console_scripts": [
       "trak-jax-train = trak_jax.train_main:run",
       "trak-jax-factbench = trak_jax.eval.factbench.cli:main",
-      "trak-jax-heldout-facts = trak_jax.eval.heldout_facts:main",
+      "trak-jax-heldout-facts = trak_jax.eval.heldout_facts.cli:main",
       "trak-jax-encode = pipelines.encode_main:run",
       "trak-jax-hessian = pipelines.hessian_main:run",
       "trak-jax-index = pipelines.index_main:run",

@@ -11,6 +11,7 @@ import pytest
 
 from trak_jax import data
 from trak_jax.eval import factbench, heldout_facts
+from trak_jax.eval.heldout_facts import world
 
 _FILES = ("corpus.jsonl", "queries.jsonl", "facts.jsonl", "config.json")
 
@@ -211,7 +212,7 @@ def test_passages_mix_facts_and_stay_short(demo):
     sizes[len(passage.fact_ids)] += passage.kind == "fact"
   assert sizes[1] and sizes[2] and sizes[3]
   names = {f.subject for f in demo.facts} | {f.object for f in demo.facts}
-  names -= set(heldout_facts._METALS) | set(heldout_facts._INSTRUMENTS)
+  names -= set(world._METALS) | set(world._INSTRUMENTS)
   pattern = re.compile("|".join(rf"\b{re.escape(n)}\b" for n in names))
   for passage in demo.passages:
     if passage.kind == "filler":
