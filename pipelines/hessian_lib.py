@@ -5,7 +5,10 @@
     -> λ (given or by the k-th-eigenvalue rule) -> R^(-1/2) -> hessian dir
 
 DESIGN.md section 1, "R". The sample is seeded per example id, so the same
-store and seed always give the same R.
+store and seed always give the same R. The queries' φ is as the config
+encodes queries (its `query_correction`: uncorrected for
+`trackstar_one_sided`), while R_train is the store's corrected φ;
+hessian.json then records the query correction.
 """
 
 import dataclasses
@@ -101,7 +104,8 @@ class ReadSampledShard(beam.DoFn):
 
 
 class EncodeQueryFeatures(beam.DoFn):
-  """A batch of queries -> their φ rows (not preconditioned)."""
+  """A batch of queries -> their φ rows (not preconditioned), with the
+  config's query correction (`encoder.encode_queries`)."""
 
   def __init__(self, options: HessianOptions):
     self._options = options
@@ -207,6 +211,9 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
       eval_stats=eval_stats,
       spec=spec,
       fingerprint=expected.to_dict(),
+      query_correction=encoder_lib.query_correction_json(
+        options.encoder_config
+      ),
     )
 
   extra = [evaluation] if evaluation is not None else []

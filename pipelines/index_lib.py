@@ -117,7 +117,8 @@ def fitted_preconditioner(
   Raises:
     ValueError: If the config has a Hessian and no directory is given.
     encoder.FingerprintMismatchError: If the Hessian was fitted on another
-      encoder's features than `fingerprint` describes.
+      encoder's features than `fingerprint` describes, or on queries
+      corrected otherwise than `encoder_config` corrects them.
     index.HessianMismatchError: If its hessian.json records no digest, or
       not that of its R^(-1/2).
   """
@@ -133,10 +134,29 @@ def fitted_preconditioner(
     encoder_lib.Fingerprint.from_dict(info["fingerprint"]),
     what=f"hessian {hessian_dir}",
   )
+  check_query_correction(encoder_config, info, hessian_dir=hessian_dir)
   record = index_lib.hessian_record(
     preconditioner, info, hessian_dir=hessian_dir
   )
   return preconditioner, record
+
+
+def check_query_correction(
+  encoder_config: encoder_lib.EncoderConfig,
+  hessian_info: dict,
+  *,
+  hessian_dir: str,
+) -> None:
+  """Raises encoder.FingerprintMismatchError if a Hessian's R_eval came from
+  queries corrected otherwise than `encoder_config` corrects them (a
+  hessian.json without the record: as the corpus)."""
+  mine = encoder_lib.query_correction_json(encoder_config)
+  theirs = hessian_info.get("query_correction")
+  if mine != theirs:
+    raise encoder_lib.FingerprintMismatchError(
+      f"hessian {hessian_dir}: field 'query_correction' differs: "
+      f"{mine!r} != {theirs!r} (None: queries corrected as the corpus)"
+    )
 
 
 def digest_of(record: dict | None) -> str | None:

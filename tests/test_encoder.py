@@ -2,9 +2,11 @@
 
 import dataclasses
 import json
+import types
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from tests import helpers
@@ -668,3 +670,119 @@ def test_grad_dot_corrected_is_the_corrected_gradient_dot(adafactor_state):
     ]
   )
   assert_close(got @ got.T, rows @ rows.T, rtol=1e-3)
+
+
+def _one_sided(correction, projection, **overrides):
+  """trackstar_one_sided with no R, and `overrides`."""
+  config = encoder_lib.preset(
+    "trackstar_one_sided", correction=correction, projection=projection
+  )
+  assert config.correction.kind == correction
+  assert config.query_correction == correction_lib.CorrectionSpec(kind="none")
+  return dataclasses.replace(config, hessian=NO_HESSIAN, **overrides)
+
+
+def _unit_rows(rows):
+  return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def test_trackstar_one_sided_corrects_the_training_side_only(adam_state):
+  whole = projection_lib.ProjectionSpec(kind="none")
+  config = _one_sided("adam", whole, chunk_size=3)
+  assert config.normalize and config.one_sided
+  encoder = encoder_lib.from_checkpoint(_Loaded(adam_state), config)
+  train = helpers.random_batch(batch_size=3, seed=21)
+  queries = helpers.random_batch(batch_size=2, seed=22)
+  got = np.asarray(encoder.encode(queries, query=True).features) @ (
+    np.asarray(encoder.encode(train).features).T
+  )  # [queries, train]
+  # A loop of jax.grad; V is Adam's nu, read from the optimizer state.
+  model = model_lib.Transformer(helpers.TINY_MODEL)
+  params = adam_state.params
+  nu = jax.tree.leaves(optax.tree_utils.tree_get(adam_state.opt_state, "nu"))
+  epsilon = config.correction.epsilon
+
+  grad_fn = jax.jit(
+    jax.grad(
+      lambda p, ids, mask: model_lib.example_losses(model, p, ids, mask).sum()
+    )
+  )
+
+  def gradients_of(batch, *, corrected):
+    rows = []
+    for i in range(batch.token_ids.shape[0]):
+      leaves = jax.tree.leaves(
+        grad_fn(params, batch.token_ids[i : i + 1], batch.loss_mask[i : i + 1])
+      )
+      if corrected:  # V^(-1/2) g
+        leaves = [
+          g / np.sqrt(v + epsilon) for g, v in zip(leaves, nu, strict=True)
+        ]
+      rows.append(np.concatenate([np.asarray(g).reshape(-1) for g in leaves]))
+    return _unit_rows(np.stack(rows))
+
+  train_side = gradients_of(train, corrected=True)
+  query_side = gradients_of(queries, corrected=False)
+  assert_close(got, query_side @ train_side.T, rtol=1e-3)
+  two_sided = encoder_lib.from_checkpoint(
+    _Loaded(adam_state),
+    encoder_lib.preset(
+      "trackstar_no_hessian", correction="adam", projection=whole
+    ),
+  )
+  both = np.asarray(two_sided.encode(queries, query=True).features) @ (
+    np.asarray(two_sided.encode(train).features).T
+  )
+  assert_close(
+    both, gradients_of(queries, corrected=True) @ train_side.T, rtol=1e-3
+  )
+  assert np.abs(both - got).max() > 0.05  # The query side matters.
+
+
+def test_trackstar_one_sided_projects_the_uncorrected_query_gradient(
+  adafactor_state,
+):
+  spec = projection_lib.ProjectionSpec(allocation="equal", dim=256)
+  encoder = encoder_lib.from_checkpoint(
+    _Loaded(adafactor_state), _one_sided("adafactor", spec)
+  )
+  trackstar = encoder_lib.preset("trackstar", projection=spec)
+  assert encoder.fingerprint == encoder_lib.make_fingerprint(
+    checkpoint_digest="digest", config=trackstar, layout=encoder.layout
+  )  # TrackStar's store serves it.
+  assert all(fix is None for fix in encoder.query_correction.values())
+  batch = helpers.random_batch(batch_size=3, seed=23)
+  # The same projection of the materialised gradient, uncorrected.
+  uncorrected = types.SimpleNamespace(
+    apply_fn=encoder.apply_fn,
+    params=encoder.params,
+    config=encoder.config,
+    layout=encoder.layout,
+    matrices=encoder.matrices,
+    correction=encoder.query_correction,
+  )
+  assert_close(
+    np.asarray(encoder.features(batch, query=True).features),
+    brute_force_features(uncorrected, batch),
+  )
+  assert_close(
+    np.asarray(encoder.features(batch).features),
+    brute_force_features(encoder, batch),
+  )
+  again = encoder.with_preconditioner(None)
+  assert again.query_correction is encoder.query_correction
+
+
+def test_a_query_correction_round_trips_and_old_dicts_load():
+  config = encoder_lib.preset("trackstar_one_sided", correction="adam")
+  assert encoder_lib.EncoderConfig.from_dict(config.to_dict()) == config
+  assert json.loads(encoder_lib.query_correction_json(config))["kind"] == "none"
+  old = encoder_lib.preset("trackstar").to_dict()
+  del old["query_correction"]  # A manifest from before the field.
+  loaded = encoder_lib.EncoderConfig.from_dict(old)
+  assert loaded == encoder_lib.preset("trackstar")
+  assert loaded.query_correction is None and not loaded.one_sided
+  assert encoder_lib.query_correction_json(loaded) is None
+  # A query correction equal to the corpus's is two-sided.
+  same = dataclasses.replace(loaded, query_correction=loaded.correction)
+  assert not same.one_sided

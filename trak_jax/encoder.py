@@ -5,8 +5,10 @@
 
 (DESIGN.md section 1.) `features` computes φ, what the corpus pass stores;
 `encode` also applies the Hessian preconditioner and the normalisation when
-the config asks for them. The batch is sharded over the mesh's `data` axis;
-the parameters keep the sharding they were loaded with.
+the config asks for them. Queries (`encode_queries`, or `query=True`) are
+corrected by the config's `query_correction`. The batch is sharded over
+the mesh's `data` axis; the parameters keep the sharding they were loaded
+with.
 
 Per matrix parameter the encoder picks the cheapest exact path:
 
@@ -47,7 +49,15 @@ class EncoderConfig:
   """Every stage of the encoder, each a switch (DESIGN.md, "Ablations").
 
   Attributes:
-    correction: Optimizer second-moment correction.
+    correction: Optimizer second-moment correction of the corpus (what a
+      store holds).
+    query_correction: The correction of queries, or None for `correction`
+      (both sides corrected). `trackstar_one_sided` leaves queries
+      uncorrected: an optimizer step on a training example moves the
+      parameters along V^(-1/2) g_train, so V^(-1/2) belongs on that side
+      only. A store does not depend on it (its fingerprint leaves it out);
+      R_eval, fitted from queries as they are encoded, does (hessian.json
+      records it, `query_correction_json`).
     projection: Random projection.
     hessian: Task-specific Hessian approximation R (applied by `encode` once
       a preconditioner is fitted; see `trak_jax.hessian`).
@@ -57,20 +67,38 @@ class EncoderConfig:
   """
 
   correction: correction_lib.CorrectionSpec = correction_lib.CorrectionSpec()
+  query_correction: correction_lib.CorrectionSpec | None = None
   projection: projection_lib.ProjectionSpec = projection_lib.ProjectionSpec()
   hessian: hessian_lib.HessianSpec = hessian_lib.HessianSpec()
   normalize: bool = True
   chunk_size: int = 8
   dtype: str = "float32"
 
+  @property
+  def query_correction_spec(self) -> correction_lib.CorrectionSpec:
+    """The correction queries are encoded with."""
+    if self.query_correction is None:
+      return self.correction
+    return self.query_correction
+
+  @property
+  def one_sided(self) -> bool:
+    """Queries are corrected otherwise than the corpus."""
+    return self.query_correction_spec != self.correction
+
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, values: dict[str, Any]) -> "EncoderConfig":
-    """Inverse of `to_dict`."""
+    """Inverse of `to_dict`; a dict from before `query_correction` existed
+    has queries corrected as the corpus."""
+    query = values.get("query_correction")
     return cls(
       correction=correction_lib.CorrectionSpec(**values["correction"]),
+      query_correction=(
+        None if query is None else correction_lib.CorrectionSpec(**query)
+      ),
       projection=projection_lib.ProjectionSpec.from_dict(values["projection"]),
       hessian=hessian_lib.HessianSpec(**values["hessian"]),
       normalize=values["normalize"],
@@ -103,6 +131,19 @@ def _correction_json(spec: correction_lib.CorrectionSpec) -> str:
   if not spec.factored:
     del values["factored"]
   return json.dumps(values)
+
+
+def query_correction_json(config: EncoderConfig) -> str | None:
+  """What the queries' correction means, as JSON; None where it is the
+  corpus's (every config from before `query_correction` existed).
+
+  Not in the fingerprint, which says what a store's φ means: one store
+  serves both sides' choices. A Hessian with R_eval records it, since its
+  R_eval was fitted from queries encoded that way.
+  """
+  if not config.one_sided:
+    return None
+  return _correction_json(config.query_correction_spec)
 
 
 def make_fingerprint(
@@ -167,6 +208,13 @@ class TrackStarEncoder:
     checkpoint_digest: Digest of the checkpoint, for the fingerprint.
     mesh: The mesh; the batch is sharded over its `data` axis.
     preconditioner: R^(-1/2) for `encode`, or None.
+    query_correction: Per-parameter corrections of queries
+      (`config.query_correction`, factored as `correction` is); None for
+      `correction`'s, or, for a query correction "none", the identity.
+
+  Raises:
+    ValueError: If `config.query_correction` needs optimizer statistics
+      and no `query_correction` is given.
   """
 
   def __init__(
@@ -179,6 +227,7 @@ class TrackStarEncoder:
     checkpoint_digest: str,
     mesh: Mesh,
     preconditioner: hessian_lib.Preconditioner | None = None,
+    query_correction: correction_lib.Correction | None = None,
   ):
     self.params = params
     self.apply_fn = apply_fn
@@ -192,6 +241,9 @@ class TrackStarEncoder:
     if config.correction.factored:
       correction = correction_lib.factorize(correction, self.views)
     self.correction = correction
+    self.query_correction = _query_correction(
+      config, correction, query_correction, params, self.views
+    )
     self.preconditioner = preconditioner
     self.fingerprint = make_fingerprint(
       checkpoint_digest=checkpoint_digest, config=config, layout=self.layout
@@ -257,6 +309,7 @@ class TrackStarEncoder:
     fix = _correction(
       config.correction, opt_state, params, apply_fn, estimation_batches
     )
+    query_fix = _correction_of_queries(config, fix, opt_state, params)
     from trak_jax import checkpoint as checkpoint_lib
 
     digest = checkpoint_lib.params_digest(params)
@@ -278,6 +331,7 @@ class TrackStarEncoder:
       checkpoint_digest=digest,
       mesh=mesh,
       preconditioner=preconditioner,
+      query_correction=query_fix,
     )
 
   @property
@@ -296,33 +350,51 @@ class TrackStarEncoder:
       checkpoint_digest=self.fingerprint.checkpoint_digest,
       mesh=self.mesh,
       preconditioner=preconditioner,
+      query_correction=self.query_correction,
     )
 
-  def features(self, batch: data_lib.Batch) -> Encoded:
-    """φ = P (g ⊘ sqrt(V + ε)) per example: [batch, d]."""
+  def _side(self, query: bool) -> correction_lib.Correction:
+    return self.query_correction if query else self.correction
+
+  def features(self, batch: data_lib.Batch, *, query: bool = False) -> Encoded:
+    """φ = P (g ⊘ sqrt(V + ε)) per example: [batch, d].
+
+    With `query`, the batch holds queries, corrected by the config's
+    `query_correction` (the program is the same; a correction of another
+    structure traces it once more).
+    """
     return self._features(
-      self.params, self.matrices, self.correction, None, batch
+      self.params, self.matrices, self._side(query), None, batch
     )
 
-  def lower_features(self, batch: data_lib.Batch) -> jax.stages.Lowered:
+  def lower_features(
+    self, batch: data_lib.Batch, *, query: bool = False
+  ) -> jax.stages.Lowered:
     """The `features` program lowered for `batch`'s shapes.
 
     For cost and memory analysis, e.g.
     `encoder.lower_features(batch).compile().memory_analysis()`.
     """
     return self._features.lower(
-      self.params, self.matrices, self.correction, None, batch
+      self.params, self.matrices, self._side(query), None, batch
     )
 
-  def encode(self, batch: data_lib.Batch) -> Encoded:
-    """Final encodings: φ, then R^(-1/2) and normalisation as configured."""
+  def encode(self, batch: data_lib.Batch, *, query: bool = False) -> Encoded:
+    """Final encodings: φ, then R^(-1/2) and normalisation as configured.
+
+    With `query`, φ of queries (see `features`).
+    """
     if self.config.hessian.kind != "none" and self.preconditioner is None:
       raise ValueError(
         f"hessian '{self.config.hessian.kind}' is configured but no "
         "preconditioner was fitted; fit one with trak_jax.hessian"
       )
     return self._encode(
-      self.params, self.matrices, self.correction, self.preconditioner, batch
+      self.params,
+      self.matrices,
+      self._side(query),
+      self.preconditioner,
+      batch,
     )
 
   def _compile(self, *, finalize: bool):
@@ -404,6 +476,23 @@ class TrackStarEncoder:
     return jax.lax.map(one, terms, batch_size=self.config.chunk_size)
 
 
+def _query_correction(config, correction, given, params, views):
+  """The queries' per-parameter corrections (see `TrackStarEncoder`)."""
+  if not config.one_sided:
+    return correction
+  spec = config.query_correction_spec
+  if given is None:
+    if spec.kind != "none":
+      raise ValueError(
+        f"query correction '{spec.kind}' needs its statistics: give "
+        "query_correction (from_checkpoint reads them)"
+      )
+    given = correction_lib.identity(params)
+  if spec.factored:
+    given = correction_lib.factorize(given, views)
+  return given
+
+
 def finish(
   phi: jax.Array,
   preconditioner: hessian_lib.Preconditioner | None,
@@ -419,14 +508,18 @@ def finish(
   return phi
 
 
-def host_features(encoder: TrackStarEncoder, batch: data_lib.Batch) -> Encoded:
-  """`encoder.features(batch)` copied to host numpy arrays."""
-  return Encoded(*(np.asarray(x) for x in encoder.features(batch)))
+def host_features(
+  encoder: TrackStarEncoder, batch: data_lib.Batch, *, query: bool = False
+) -> Encoded:
+  """`encoder.features(batch, query=query)` copied to host numpy arrays."""
+  return Encoded(*(np.asarray(x) for x in encoder.features(batch, query=query)))
 
 
-def host_encodings(encoder: TrackStarEncoder, batch: data_lib.Batch) -> Encoded:
-  """`encoder.encode(batch)` copied to host numpy arrays."""
-  return Encoded(*(np.asarray(x) for x in encoder.encode(batch)))
+def host_encodings(
+  encoder: TrackStarEncoder, batch: data_lib.Batch, *, query: bool = False
+) -> Encoded:
+  """`encoder.encode(batch, query=query)` copied to host numpy arrays."""
+  return Encoded(*(np.asarray(x) for x in encoder.encode(batch, query=query)))
 
 
 def from_checkpoint(
@@ -481,6 +574,21 @@ def from_checkpoint(
     checkpoint_digest=checkpoint.digest,
     mesh=mesh,
     preconditioner=preconditioner,
+    query_correction=_correction_of_queries(
+      config, fix, checkpoint.opt_state, params
+    ),
+  )
+
+
+def _correction_of_queries(config, correction, opt_state, params):
+  """The queries' correction, None where it is `correction` (the corpus's).
+
+  An estimated one is the saved V (`estimate_path`).
+  """
+  if not config.one_sided:
+    return None
+  return correction_lib.from_checkpoint(
+    config.query_correction_spec, opt_state, params
   )
 
 
@@ -544,9 +652,14 @@ def block_shares(
 
 
 def _probe_config(config: EncoderConfig) -> EncoderConfig:
-  """`config` with the equal layout and no Hessian, to measure energies."""
+  """`config` with the equal layout and no Hessian, to measure energies.
+
+  Queries are measured with the corpus's correction too: the layout is the
+  store's, shared by every query correction that reads it.
+  """
   return dataclasses.replace(
     config,
+    query_correction=None,
     projection=dataclasses.replace(
       config.projection, allocation="equal", block_energy=None
     ),
@@ -612,9 +725,10 @@ def with_recorded_layout(
 
   A config whose projection still waits for measured energies takes them
   from `recorded` (an `EncoderConfig.to_dict()` from a manifest), and an
-  "estimated" correction with no saved V takes the store's; any other
-  setting is kept. A fingerprint check then compares the rest, so a store
-  made with another projection or V is still refused by name.
+  "estimated" correction (or query correction) with no saved V takes the
+  store's; any other setting is kept. A fingerprint check then compares
+  the rest, so a store made with another projection or V is still refused
+  by name.
   """
   if config.projection.needs_energy:
     theirs = projection_lib.ProjectionSpec.from_dict(recorded["projection"])
@@ -625,19 +739,30 @@ def with_recorded_layout(
           config.projection, block_energy=theirs.block_energy
         ),
       )
-  mine = config.correction
   theirs = correction_lib.CorrectionSpec(**recorded["correction"])
-  if mine.kind == "estimated" and mine.estimate_path is None:
-    if theirs.kind == "estimated" and theirs.estimate_path is not None:
-      config = dataclasses.replace(
-        config,
-        correction=dataclasses.replace(
-          mine,
-          estimate_path=theirs.estimate_path,
-          estimate_digest=theirs.estimate_digest,
-        ),
-      )
-  return config
+  query = config.query_correction
+  return dataclasses.replace(
+    config,
+    correction=_with_saved_estimate(config.correction, theirs),
+    query_correction=(
+      None if query is None else _with_saved_estimate(query, theirs)
+    ),
+  )
+
+
+def _with_saved_estimate(
+  mine: correction_lib.CorrectionSpec, theirs: correction_lib.CorrectionSpec
+) -> correction_lib.CorrectionSpec:
+  """`mine`, an "estimated" one with no saved V taking `theirs`'s."""
+  if mine.kind != "estimated" or mine.estimate_path is not None:
+    return mine
+  if theirs.kind != "estimated" or theirs.estimate_path is None:
+    return mine
+  return dataclasses.replace(
+    mine,
+    estimate_path=theirs.estimate_path,
+    estimate_digest=theirs.estimate_digest,
+  )
 
 
 def preset(
@@ -657,6 +782,12 @@ def preset(
   - trak_like: R_train, no correction, no norm. (Without normalisation,
     R^(-1/2) on both sides gives the same scores as a one-sided R⁻¹.)
   - trackstar: correction, mixed R, normalisation.
+  - trackstar_one_sided: trackstar with the correction on the training
+    side only, as an optimizer step applies it (Adam, Adafactor: θ moves
+    along V^(-1/2) g_train, so a query's loss changes by g_q · V^(-1/2)
+    g_train to first order). The store is trackstar's; queries are
+    projected uncorrected, so R_eval is fitted from uncorrected φ_q and
+    R_train from the corrected store.
   - trackstar_no_correction / _no_hessian / _no_norm: one component off.
 
   Args:
@@ -685,13 +816,18 @@ def preset(
     "grad_cos": (plain, none, True),
     "trak_like": (plain, train_only, False),
     "trackstar": (fixed, mixed, True),
+    "trackstar_one_sided": (fixed, mixed, True),
     "trackstar_no_correction": (plain, mixed, True),
     "trackstar_no_hessian": (fixed, none, True),
     "trackstar_no_norm": (fixed, mixed, False),
   }
   fix, hess, normalize = table[name]
   return EncoderConfig(
-    correction=fix, projection=projection, hessian=hess, normalize=normalize
+    correction=fix,
+    query_correction=plain if name == "trackstar_one_sided" else None,
+    projection=projection,
+    hessian=hess,
+    normalize=normalize,
   )
 
 
@@ -701,6 +837,7 @@ PRESETS = (
   "grad_cos",
   "trak_like",
   "trackstar",
+  "trackstar_one_sided",
   "trackstar_no_correction",
   "trackstar_no_hessian",
   "trackstar_no_norm",
@@ -725,6 +862,7 @@ def encode_queries(
     batch_size: Queries per call; the last batch is padded to it.
     max_len: Tokens per query.
     finished: Apply R^(-1/2) and normalisation (`encode`), or return φ.
+      Either way with the config's query correction.
 
   Returns:
     [queries, d] features and per-query losses, token counts, finiteness.
@@ -738,6 +876,6 @@ def encode_queries(
       for q in chunk
     ]
     batch = data_lib.pad_batch(sequences, seq_len=max_len, num_rows=batch_size)
-    out = run(encoder, batch)
+    out = run(encoder, batch, query=True)
     parts.append(Encoded(*(x[: len(chunk)] for x in out)))
   return Encoded(*(np.concatenate(xs) for xs in zip(*parts, strict=True)))

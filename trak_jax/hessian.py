@@ -412,8 +412,13 @@ def save(
   eval_stats: Autocorrelation | None,
   spec: HessianSpec,
   fingerprint: dict,
+  query_correction: str | None = None,
 ) -> dict:
   """Writes R_train, R_eval, R^(-1/2) blocks and what made them.
+
+  `query_correction` is the queries' correction where it is not the
+  corpus's (`encoder.query_correction_json`), recorded only then: R_eval
+  was fitted from queries encoded with it.
 
   Returns:
     The info written to `hessian.json`.
@@ -442,6 +447,8 @@ def save(
     "preconditioner_digest": preconditioner_digest(fitted.preconditioner),
     **fitted.diagnostics,
   }
+  if query_correction is not None:
+    info["query_correction"] = query_correction
   with files.open(os.path.join(directory, HESSIAN_INFO), "w") as f:
     json.dump(info, f, indent=2, sort_keys=True)
   return info

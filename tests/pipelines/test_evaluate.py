@@ -188,6 +188,27 @@ def test_factored_v_is_an_option_with_its_own_stores():
     evaluate_lib.method_configs(options, "adafactor")
 
 
+def test_trackstar_one_sided_reads_trackstar_s_store_with_its_own_hessian():
+  assert "trackstar_one_sided" not in evaluate_lib.GRADIENT_METHODS
+  options = evaluate_lib.EvaluateOptions(
+    corpus="c",
+    queries="q",
+    checkpoint="m",
+    output_dir="o",
+    methods=("trackstar", "trackstar_one_sided"),
+  )
+  configs = evaluate_lib.method_configs(options, "adafactor")
+  both, one = configs["trackstar"], configs["trackstar_one_sided"]
+  assert evaluate_lib._key(both) == evaluate_lib._key(one) == "adafactor"
+  assert evaluate_lib._hessian_key(both) == ("adafactor", "mixed")
+  assert evaluate_lib._hessian_key(one) == (
+    "adafactor",
+    "mixed",
+    "queries",
+    "none",
+  )
+
+
 def test_influence_table_has_every_variant_and_top_k(evaluation):
   out, results = evaluation
   table = (out / "results.md").read_text()

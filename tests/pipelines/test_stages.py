@@ -335,3 +335,90 @@ def test_a_worker_refuses_a_hessian_refitted_during_the_job(stages, tmp_path):
   )
   with pytest.raises(index_core.HessianMismatchError, match="0{16}"):
     shard.setup()
+
+
+def _blocks(full, sizes):
+  """The diagonal blocks of `sizes` of a [d, d] matrix."""
+  ends = np.cumsum(sizes)
+  return [full[e - s : e, e - s : e] for s, e in zip(sizes, ends, strict=True)]
+
+
+def test_trackstar_one_sided_fits_r_eval_from_uncorrected_queries(
+  stages, tiny_run, tmp_path
+):
+  one_sided = encoder_lib.preset(
+    "trackstar_one_sided", projection=CONFIG.projection
+  )
+  hessian_dir = tmp_path / "hessian"
+  info = hessian_lib.run_pipeline(
+    TestPipeline(),
+    options=hessian_lib.HessianOptions(
+      store_dir=str(stages["store"]),  # TrackStar's: no new corpus pass
+      queries=tiny_run["queries"],
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=str(hessian_dir),
+      encoder_config=one_sided,
+      batch_size=16,
+    ),
+  )
+  assert json.loads(info["query_correction"])["kind"] == "none"
+  assert "query_correction" not in stages["hessian"]
+  ours = np.load(hessian_dir / "hessian.npz")
+  theirs = np.load(stages["hessian_dir"] / "hessian.npz")
+  sizes = info["block_sizes"]
+  assert sizes == stages["hessian"]["block_sizes"]
+  # R_train: the corrected store, as TrackStar's. R_eval: φ_q uncorrected.
+  store = store_lib.EncodingStore(str(stages["store"]))
+  plain = encoder_lib.with_recorded_layout(
+    encoder_lib.preset("trackstar_no_correction", projection=CONFIG.projection),
+    store.manifest["encoder_config"],
+  )
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  queries = data_lib.read_queries(tiny_run["queries"])
+  phi = encoder_lib.encode_queries(
+    encoder_lib.from_checkpoint(loaded, plain),
+    loaded.tokenizer,
+    queries,
+    batch_size=16,
+    max_len=loaded.max_len,
+    finished=False,
+  )
+  rows = phi.features[phi.finite].astype(np.float64)
+  expected = _blocks(rows.T @ rows / len(rows), sizes)
+  for i, block in enumerate(expected):
+    np.testing.assert_allclose(ours[f"train_{i}"], theirs[f"train_{i}"])
+    np.testing.assert_allclose(
+      ours[f"eval_{i}"], block, rtol=1e-4, atol=1e-6 * np.abs(block).max()
+    )
+  assert not np.allclose(ours["eval_0"], theirs["eval_0"], rtol=0.1)
+  # TrackStar's Hessian (R_eval of corrected queries) is refused by name.
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError, match="'query_correction'"
+  ):
+    _build_index(stages, stages["hessian_dir"], tmp_path / "bad", one_sided)
+  with pytest.raises(
+    encoder_lib.FingerprintMismatchError, match="'query_correction'"
+  ):
+    _build_index(stages, hessian_dir, tmp_path / "bad", CONFIG)
+  # Retrieval finishes the queries' uncorrected φ with the one-sided R.
+  index_dir = tmp_path / "index"
+  _build_index(stages, hessian_dir, index_dir, one_sided)
+  encoder, _ = retrieve_lib.load_method(loaded, str(index_dir))
+  assert encoder.config.one_sided
+  finished = encoder_lib.encode_queries(
+    encoder,
+    loaded.tokenizer,
+    queries,
+    batch_size=16,
+    max_len=loaded.max_len,
+  )
+  preconditioner, _ = hessian_lib_core.load(str(hessian_dir))
+  np.testing.assert_allclose(
+    finished.features[phi.finite],
+    np.asarray(
+      encoder_lib.finish(
+        phi.features[phi.finite], preconditioner, normalize=True
+      )
+    ),
+    atol=1e-4,
+  )
