@@ -57,15 +57,20 @@ TRACKSTAR = "trackstar"
 # TrackStar's store and Hessian, searched through ScaNN instead of exactly.
 SCANN = "trackstar_scann"
 RECALL_VS_EXACT_SEARCH = "recall@10_vs_exact_search"
-METRICS = (
-  "mrr",
-  "recall@10",
-  "precision@10",
-  "tail_patch",
-  "overlap@10_exact",
-  "spearman_exact",
-  RECALL_VS_EXACT_SEARCH,
-)
+
+
+def result_metrics(k: int = metrics_lib.K) -> tuple[str, ...]:
+  """The results table's columns, its ranking metrics at k."""
+  return (
+    *metrics_lib.metric_names(k),
+    "tail_patch",
+    "overlap@10_exact",
+    "spearman_exact",
+    RECALL_VS_EXACT_SEARCH,
+  )
+
+
+METRICS = result_metrics()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,22 +359,16 @@ def per_query_metrics(
   records: list[dict],
   methods: Sequence[str],
   tail: dict[str, dict[str, np.ndarray]],
+  *,
+  k: int = metrics_lib.K,
 ) -> dict[str, dict[str, np.ndarray]]:
-  """method -> metric -> [queries] values (NaN where not measured)."""
-  table = {}
-  for method in [*methods, GROUND_TRUTH]:
-    if method == GROUND_TRUTH:
-      table[method] = dict(tail.get(method, {}))
-      continue
-    rankings = [
-      [p["id"] for p in r["results"][method]["proponents"]] for r in records
-    ]
-    values = metrics_lib.per_query(
-      rankings, [r["relevant_ids"] for r in records], k=10
-    )
-    values["tail_patch"] = np.full(len(records), np.nan)
-    values.update(tail.get(method, {}))
-    table[method] = values
+  """method -> metric -> [queries] values (NaN where not measured): MRR@k,
+  Recall@k, Precision@k (`metrics.ranking_table`) and tail-patch."""
+  table = metrics_lib.ranking_table(records, methods, k=k)
+  for method in methods:
+    table[method]["tail_patch"] = np.full(len(records), np.nan)
+    table[method].update(tail.get(method, {}))
+  table[GROUND_TRUTH] = dict(tail.get(GROUND_TRUTH, {}))
   return table
 
 
@@ -396,23 +395,12 @@ def query_groups(
   return groups
 
 
-def summarize_groups(
-  table: dict[str, dict[str, np.ndarray]], groups: dict[str, np.ndarray]
-) -> dict[str, Any]:
-  """Mean and 95% interval per method and metric, overall and per group."""
-  summary = collections.defaultdict(dict)
-  for group, mask in groups.items():
-    for method, metrics in table.items():
-      summary[group][method] = {}
-      for metric, values in metrics.items():
-        chosen = values[mask]
-        chosen = chosen[~np.isnan(chosen)]
-        summary[group][method][metric] = metrics_lib.summarize(chosen)
-  return dict(summary)
-
-
-def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-  """The results table (overall) and per-bucket MRR / tail-patch tables."""
+def results_markdown(
+  summary: dict[str, Any], meta: dict[str, Any], *, k: int = metrics_lib.K
+) -> str:
+  """The results table (overall, ranking metrics at k) and per-bucket MRR /
+  tail-patch tables."""
+  columns = result_metrics(k)
 
   def cell(stats):
     if not stats or stats["n"] == 0:
@@ -428,13 +416,13 @@ def results_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     f"model answers {meta['model_accuracy']:.1%} of queries. "
     "Mean [95% bootstrap interval] over queries.",
     "",
-    "| method | " + " | ".join(METRICS) + " |",
-    "|---|" + "---|" * len(METRICS),
+    "| method | " + " | ".join(columns) + " |",
+    "|---|" + "---|" * len(columns),
   ]
   for method, metrics in summary["all"].items():
     lines.append(
       f"| {method} | "
-      + " | ".join(cell(metrics.get(m)) for m in METRICS)
+      + " | ".join(cell(metrics.get(m)) for m in columns)
       + " |"
     )
   lines += ["", f"Exact reference: {meta.get('exact')}.", ""]
@@ -810,14 +798,14 @@ def run_evaluation(
     variants=options.tailpatch_variants,
   )
   first = next(iter(configs))
-  table = per_query_metrics(records, methods, tail)
+  table = per_query_metrics(records, methods, tail, k=options.k)
   for method, values in agreement.items():
     table[method].update(values)
   if SCANN in indexes:
     for method, values in scann_recall(records).items():
       table[method].update(values)
-  summary = summarize_groups(
-    table, query_groups(records, queries, options.group_by)
+  summary = metrics_lib.summarize(
+    table, groups=query_groups(records, queries, options.group_by)
   )
   meta = {
     "queries": len(records),
@@ -850,7 +838,9 @@ def run_evaluation(
     if "trackstar" in configs
     else (np.zeros(0), np.zeros(0))
   )
-  plots_lib.write_plots(summary, relevant, other, output_dir=options.output_dir)
+  plots_lib.write_plots(
+    summary, relevant, other, output_dir=options.output_dir, k=options.k
+  )
   meta["seconds"] = time.perf_counter() - start
   results = {"meta": meta, "summary": summary}
   with files.open(os.path.join(options.output_dir, "results.json"), "w") as f:
@@ -866,9 +856,10 @@ def write_outputs(options, records, summary, meta) -> None:
     records,
     os.path.join(options.output_dir, "report.html"),
     title="trak_jax fact tracing",
+    k=options.k,
   )
   with files.open(os.path.join(options.output_dir, "results.md"), "w") as f:
-    f.write(results_markdown(summary, meta))
+    f.write(results_markdown(summary, meta, k=options.k))
 
 
 def evaluate(

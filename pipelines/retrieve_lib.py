@@ -3,7 +3,7 @@
     queries -> batches -> encode (per method, finished with its Hessian)
             -> search each method's index -> model's own answer
     proponent ids ⋈ corpus texts (CoGroupByKey)
-    -> report.jsonl, metrics.json (MRR, Recall@10), report.html
+    -> report.jsonl, metrics.json (MRR, Recall and Precision at k), report.html
 
 Each index directory says which encoder config and Hessian it was built
 with, so one job can retrieve with several methods and show them side by
@@ -373,38 +373,38 @@ def assemble(partial: dict[str, Any], texts: dict[str, str]) -> dict:
   }
 
 
-def summarize(records: list[dict], k: int = 10) -> dict[str, Any]:
-  """MRR and Recall@k per method over queries that have relevant ids."""
+def retrieval_metrics(
+  records: list[dict], *, k: int = metrics_lib.K
+) -> dict[str, Any]:
+  """metrics.json: MRR@k, Recall@k and Precision@k per method (mean, 95%
+  interval, n) over the queries that have relevant ids."""
   graded = [r for r in records if r["relevant_ids"]]
-  summary = {"queries": len(records), "graded_queries": len(graded)}
-  methods = records[0]["results"] if records else {}
-  for method in methods:
-    rankings = [
-      [p["id"] for p in r["results"][method]["proponents"]] for r in graded
-    ]
-    values = metrics_lib.per_query(
-      rankings, [r["relevant_ids"] for r in graded], k=k
-    )
-    summary[method] = {
-      name: metrics_lib.summarize(v) for name, v in values.items()
-    }
-  summary["model_accuracy"] = float(
-    np.mean([r["correct"] for r in records]) if records else float("nan")
-  )
-  return summary
+  methods = list(records[0]["results"]) if records else []
+  table = metrics_lib.ranking_table(graded, methods, k=k)
+  return {
+    "queries": len(records),
+    "graded_queries": len(graded),
+    **metrics_lib.summarize(table)["all"],
+    "model_accuracy": float(
+      np.mean([r["correct"] for r in records]) if records else float("nan")
+    ),
+  }
 
 
-def write_outputs(records: list[dict], *, output_dir: str) -> dict:
+def write_outputs(
+  records: list[dict], *, output_dir: str, k: int = metrics_lib.K
+) -> dict:
   records = sorted(records, key=lambda r: r["query_id"])
   files.makedirs(output_dir)
   report.write_report_jsonl(records, os.path.join(output_dir, "report.jsonl"))
-  summary = summarize(records)
+  summary = retrieval_metrics(records, k=k)
   with files.open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
   report.write_report_html(
     records,
     os.path.join(output_dir, "report.html"),
     title="trak_jax retrieval report",
+    k=k,
   )
   return summary
 
@@ -428,11 +428,13 @@ def _texts_per_query(element):
 class WriteReport(beam.PTransform):
   """{"searched": (query id, partial record with every method's ranked
   proponents), "texts": (example id, text)} -> report.jsonl, metrics.json
-  and report.html in `output_dir`; outputs metrics.json's content."""
+  and report.html in `output_dir`; outputs metrics.json's content, its
+  metrics at `k`."""
 
-  def __init__(self, output_dir: str):
+  def __init__(self, output_dir: str, *, k: int = metrics_lib.K):
     super().__init__()
     self._output_dir = output_dir
+    self._k = k
 
   def expand(self, inputs):
     searched = inputs["searched"]
@@ -457,7 +459,8 @@ class WriteReport(beam.PTransform):
         lambda kv: assemble(list(kv[1]["partial"])[0], dict(*kv[1]["texts"]))
       )
       | "Collect" >> beam.combiners.ToList()
-      | "Write" >> beam.Map(write_outputs, output_dir=self._output_dir)
+      | "Write"
+      >> beam.Map(write_outputs, output_dir=self._output_dir, k=self._k)
     )
 
 
@@ -470,7 +473,9 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
     | "Read" >> beam.ParDo(encode_lib.ReadSource())
     | "ParseTexts" >> beam.FlatMap(_parse_text)
   )
-  _ = {"searched": searched, "texts": corpus} | WriteReport(options.output_dir)
+  _ = {"searched": searched, "texts": corpus} | WriteReport(
+    options.output_dir, k=options.k
+  )
   pipeline.run().wait_until_finish()
   with files.open(os.path.join(options.output_dir, "metrics.json")) as f:
     return json.load(f)

@@ -210,16 +210,28 @@ def test_write_rejects_nan_score_and_writes_nothing(records, tmp_path):
   assert not path.exists()
 
 
-def test_summarize_scores_only_queries_with_relevant_ids(records):
-  summary = report.summarize(records)
+def test_headline_scores_only_queries_with_relevant_ids(records):
+  summary = report.headline(records)
   assert summary["num_queries"] == 4
   assert summary["num_correct"] == 2
   assert summary["share_correct"] == 0.5
   trackstar = summary["methods"]["trackstar"]
   assert trackstar["num_scored"] == 3
-  assert trackstar["mrr"] == pytest.approx((1 + 1 / 11 + 0.5) / 3)
+  # MRR@10: Japan's first relevant proponent, at rank 11, counts 0.
+  assert trackstar["mrr"] == pytest.approx((1 + 0.5) / 3)
   assert trackstar["recall_at_10"] == pytest.approx(2 / 3)
   assert summary["methods"]["bm25"]["recall_at_10"] == 1.0
+
+
+def test_headline_at_another_k(records):
+  methods = report.headline(records, k=2)["methods"]
+  assert set(methods["bm25"]) == {"num_scored", "mrr", "recall_at_2"}
+  # BM25's ranks 2, 1 and 10: only the first two are in the top 2.
+  assert methods["bm25"]["mrr"] == pytest.approx((0.5 + 1) / 3)
+  assert methods["bm25"]["recall_at_2"] == pytest.approx(2 / 3)
+  assert report.headline([], k=2)["methods"] == {}
+  empty = report.headline(records[3:], k=2)["methods"]["trackstar"]
+  assert empty == {"num_scored": 0, "mrr": None, "recall_at_2": None}
 
 
 # --- report.html, as text -------------------------------------------------
@@ -335,8 +347,9 @@ def test_page_loads_without_errors_or_network(page):
   assert any(u.startswith("file:") for u in requested)
   assert not [u for u in requested if re.match(r"(https?|wss?|ftp):", u)]
   summary = driver.find_element(*_by("#summary")).text
-  # Share answered correctly, then the MRR of trackstar and of bm25.
-  assert "50%" in summary and "0.530" in summary and "0.533" in summary
+  # Share answered correctly, then the MRR@10 of trackstar and of bm25.
+  assert "50%" in summary and "0.500" in summary and "0.533" in summary
+  assert "R@10 0.67" in summary and "R@10 1.00" in summary
   # The log check can fail: an error on the page does reach it.
   driver.execute_script("console.error('probe')")
   assert any("probe" in e["message"] for e in _severe(driver))

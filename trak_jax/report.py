@@ -44,9 +44,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 from trak_jax import files
+from trak_jax.eval import metrics as metrics_lib
 
-# A query "hits" at 10 when a relevant proponent is ranked 10th or better.
-RECALL_AT = 10
+# A query "hits" at k when a relevant proponent is ranked k-th or better.
+RECALL_AT = metrics_lib.K
 
 _TEMPLATE = "report_template.html"
 _REQUIRED_KEYS = {
@@ -220,42 +221,43 @@ def report_methods(records: Sequence[ReportRecord]) -> list[str]:
   return list(methods)
 
 
-def hits_at(reciprocal_rank: float, k: int = RECALL_AT) -> bool:
-  """Whether a reciprocal rank means a relevant proponent in the top `k`."""
-  return reciprocal_rank * k >= 1 - 1e-9
-
-
-def summarize(
-  records: Sequence[ReportRecord], *, methods: Sequence[str] | None = None
+def headline(
+  records: Sequence[ReportRecord],
+  *,
+  methods: Sequence[str] | None = None,
+  k: int = RECALL_AT,
 ) -> dict[str, Any]:
   """Headline figures of a report, as the HTML header shows them.
 
-  MRR and Recall@10 average over the queries that have `relevant_ids` and a
-  result for the method (a query without relevant ids cannot be scored).
+  MRR@k and Recall@k (`trak_jax.eval.metrics.summarize`) average over the
+  queries that have `relevant_ids` and a result for the method (a query
+  without relevant ids cannot be scored).
 
   Args:
     records: the report records.
     methods: methods to summarise; default all, in order of appearance.
+    k: the cut-off of MRR and Recall.
 
   Returns:
     `{"num_queries", "num_correct", "share_correct", "methods": {method:
-    {"num_scored", "mrr", "recall_at_10"}}}`; a mean over no queries is None.
+    {"num_scored", "mrr", f"recall_at_{k}"}}}`; a mean over no queries is
+    None.
   """
   methods = report_methods(records) if methods is None else list(methods)
   num_correct = sum(bool(r["correct"]) for r in records)
+  graded = [r for r in records if r["relevant_ids"]]
+  summary = metrics_lib.summarize(
+    metrics_lib.ranking_table(graded, methods, k=k), intervals=False
+  )
+  mrr, recall, _ = metrics_lib.metric_names(k)
   per_method = {}
   for method in methods:
-    ranks = [
-      r["results"][method]["reciprocal_rank"]
-      for r in records
-      if r["relevant_ids"] and method in r["results"]
-    ]
+    stats = summary["all"][method]
+    scored = stats[mrr]["n"]
     per_method[method] = {
-      "num_scored": len(ranks),
-      "mrr": sum(ranks) / len(ranks) if ranks else None,
-      "recall_at_10": (
-        sum(hits_at(rr) for rr in ranks) / len(ranks) if ranks else None
-      ),
+      "num_scored": scored,
+      "mrr": stats[mrr]["mean"] if scored else None,
+      f"recall_at_{k}": stats[recall]["mean"] if scored else None,
     }
   return {
     "num_queries": len(records),
@@ -287,6 +289,7 @@ def render_html(
   *,
   title: str,
   methods: Sequence[str] | None = None,
+  k: int = RECALL_AT,
 ) -> str:
   """Renders the report as one self-contained HTML page.
 
@@ -295,6 +298,7 @@ def render_html(
     title: shown in the page title and header.
     methods: methods to show, in order (the first two are compared by
       default); default all methods of the records.
+    k: the cut-off of the header's MRR and Recall and of the hit filter.
 
   Returns:
     The HTML text: inline CSS and JS, the data embedded as JSON, and no
@@ -313,8 +317,8 @@ def render_html(
   data = {
     "title": title,
     "methods": methods,
-    "recall_at": RECALL_AT,
-    "summary": summarize(records, methods=methods),
+    "recall_at": k,
+    "summary": headline(records, methods=methods, k=k),
     "records": list(records),
   }
   fields = {"TITLE": html.escape(title), "DATA": _embed_json(data)}
@@ -328,6 +332,7 @@ def write_report_html(
   *,
   title: str,
   methods: Sequence[str] | None = None,
+  k: int = RECALL_AT,
 ) -> None:
   """Writes `render_html(records, ...)` to `path`, creating the directory.
 
@@ -336,8 +341,9 @@ def write_report_html(
     path: the output file, conventionally `<run>/report.html`.
     title: shown in the page title and header.
     methods: as for `render_html`.
+    k: as for `render_html`.
   """
-  page = render_html(records, title=title, methods=methods)
+  page = render_html(records, title=title, methods=methods, k=k)
   files.makedirs(os.path.dirname(files.abspath(path)))
   with files.open(path, "w", encoding="utf-8") as f:
     f.write(page)

@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 
 from trak_jax import files
+from trak_jax.eval import metrics as metrics_lib
 
-METRICS = ("mrr", "recall@10", "precision@10", "tail_patch")
+
+def plotted_metrics(k: int = metrics_lib.K) -> tuple[str, ...]:
+  """The panels of `metrics_by_method.png`, ranking metrics at k."""
+  return (*metrics_lib.metric_names(k), "tail_patch")
 
 
 def _pyplot():
@@ -45,10 +49,13 @@ def _bars(axis, summary_all: dict[str, Any], metric: str) -> None:
   axis.axvline(0, color="black", linewidth=0.5)
 
 
-def plot_metrics(summary: dict[str, Any], path: str) -> None:
+def plot_metrics(
+  summary: dict[str, Any], path: str, *, k: int = metrics_lib.K
+) -> None:
   plt = _pyplot()
-  figure, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4))
-  for axis, metric in zip(axes, METRICS, strict=True):
+  panels = plotted_metrics(k)
+  figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+  for axis, metric in zip(axes, panels, strict=True):
     _bars(axis, summary["all"], metric)
   for axis in axes[1:]:
     axis.set_yticklabels([])
@@ -122,8 +129,9 @@ def write_plots(
   other_scores: np.ndarray,
   *,
   output_dir: str,
+  k: int = metrics_lib.K,
 ) -> list[str]:
-  """Writes the three PNGs; returns their paths."""
+  """Writes the three PNGs (ranking metrics at k); returns their paths."""
   paths = [
     os.path.join(output_dir, name)
     for name in (
@@ -132,7 +140,7 @@ def write_plots(
       "score_distribution.png",
     )
   ]
-  plot_metrics(summary, paths[0])
+  plot_metrics(summary, paths[0], k=k)
   plot_buckets(summary, paths[1])
   plot_scores(np.asarray(relevant_scores), np.asarray(other_scores), paths[2])
   return paths

@@ -353,7 +353,7 @@ class TailPatcher:
     Returns:
       [q] float64 mean deltas (NaN for a query without proponents). Their
       mean over queries is the tail-patch score; `trak_jax.eval.metrics.
-      summarize` adds a bootstrap interval.
+      mean_interval` adds a bootstrap interval.
     """
     means = []
     for texts, query in zip(proponent_texts_per_query, queries, strict=True):
