@@ -54,6 +54,11 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 _SEQ = flags.DEFINE_integer("seq_len", 64, "Tokens per example.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds per width.")
 _DIMS = flags.DEFINE_list("dims", ["4096", "65536"], "Projection dims.")
+_TERMS = flags.DEFINE_list(
+  "kronecker_terms",
+  ["1"],
+  "r values (ProjectionSpec.kronecker_terms) to time each energy layout at.",
+)
 _ADAM = flags.DEFINE_bool("adam", True, "Also time the adam correction.")
 _TARGET = flags.DEFINE_float(
   "target_ratio", 0.9, "Trackstar tokens/s over the train step's to meet."
@@ -114,7 +119,7 @@ class _Loaded(NamedTuple):
 
 
 def make_encoder(
-  kind, dim, config, state, adam_opt_state, mesh, *, allocation, batch
+  kind, dim, config, state, adam_opt_state, mesh, *, allocation, batch, terms
 ):
   """An encoder of the trackstar preset with correction `kind` at `dim`;
   an "energy" layout is measured on `batch`."""
@@ -122,7 +127,9 @@ def make_encoder(
   enc_config = encoder_lib.preset(
     "trackstar",
     correction=kind,
-    projection=projection_lib.ProjectionSpec(dim=dim, allocation=allocation),
+    projection=projection_lib.ProjectionSpec(
+      dim=dim, allocation=allocation, kronecker_terms=terms
+    ),
   )
   if enc_config.projection.needs_energy:
     loaded = _Loaded(state.params, opt_state, config)
@@ -167,12 +174,19 @@ def bench_width(width: int, mesh) -> dict:
   adam_opt_state = adam_opt_state.opt_state
   # Today's layouts (energy) and the equal split they replaced, at the
   # first d.
-  kinds = [("adafactor", int(d), "energy") for d in _DIMS.value]
-  kinds.append(("adafactor", int(_DIMS.value[0]), "equal"))
+  first = int(_DIMS.value[0])
+  kinds = [
+    ("adafactor", int(d), "energy", int(r))
+    for d in _DIMS.value
+    for r in _TERMS.value
+  ]
+  kinds.append(("adafactor", first, "equal", 1))
   if _ADAM.value:
-    kinds.append(("adam", int(_DIMS.value[0]), "energy"))
+    kinds.append(("adam", first, "energy", int(_TERMS.value[0])))
   encoders = {
-    f"{kind}_d{dim}" + ("_equal" if allocation == "equal" else ""): (
+    f"{kind}_d{dim}"
+    + ("_equal" if allocation == "equal" else "")
+    + (f"_r{terms}" if terms != 1 else ""): (
       make_encoder(
         kind,
         dim,
@@ -182,9 +196,10 @@ def bench_width(width: int, mesh) -> dict:
         mesh,
         allocation=allocation,
         batch=batch,
+        terms=terms,
       )
     )
-    for kind, dim, allocation in kinds
+    for kind, dim, allocation, terms in kinds
   }
   fns = {"train": train_once}
   for name, enc in encoders.items():

@@ -9,10 +9,13 @@ r"""How much of the exact ranking each projection layout keeps.
 2. Each layout in `--layouts` through the real encoder (no Hessian, unit
    norm, exact search): MRR and Recall@10 against `relevant_ids`, the top-10
    overlap with the exact ranking, the Spearman correlation of its scores
-   against exact ones, and the error of its inner products (RMS of
-   projected − exact cosines, over all pairs).
+   against exact ones, the error of its inner products (RMS of
+   projected − exact cosines, over all pairs), and that error's mean square
+   over what a dense Gaussian projection with the same dims per block gives
+   (`error_over_dense`: Σ_b E[q_b² z_b²] / k_b for unit q, z).
 
-A layout is `allocation:d` or `allocation:d:basis`; the basis of the
+A layout is `allocation:d[:basis[:r]]`, r the Kronecker sketches per matrix
+(`ProjectionSpec.kronecker_terms`, default the spec's); the basis of the
 Kronecker sides is `random` (the encoder's, default), `pca` (each side the
 top eigenvectors of Σ G Gᵀ resp. Σ GᵀG over a corpus sample's unit-norm
 corrected gradients: a data-dependent truncation) or `half` (half the dims
@@ -157,6 +160,18 @@ def compare(scores, exact, ids, queries):
   }
 
 
+def dense_error(layout, names, query_sq, corpus_sq):
+  """Mean squared cosine error of a dense Gaussian projection with the
+  layout's dims per block: Σ_b E[q_b² z_b²] / k_b for unit q, z."""
+  query_share = query_sq / query_sq.sum(0)  # [blocks, queries]
+  corpus_share = corpus_sq / corpus_sq.sum(0)  # [blocks, corpus]
+  total = 0.0
+  for block in layout.blocks:
+    b = names.index(projection_lib.block_name(block.path))
+    total += query_share[b].mean() * corpus_share[b].mean() / block.size
+  return float(total)
+
+
 def side_covariances(loaded, corpus):
   """Per matrix, Σ G Gᵀ and Σ GᵀG over a seeded sample's unit-norm G."""
   encoder = whole_gradient_encoder(loaded)
@@ -274,14 +289,19 @@ def main(argv):
   }
   covariances = None
   for item in _LAYOUTS.value:
-    allocation, dim, basis = (item.split(":") + ["random"])[:3]
+    allocation, dim, basis, terms = (item.split(":") + ["random", ""])[:4]
     if basis not in ("random", "pca", "half"):
       raise app.UsageError(f"layout {item!r}: unknown basis {basis!r}")
+    if basis != "random" and terms not in ("", "1"):
+      raise app.UsageError(f"layout {item!r}: a {basis} basis needs r = 1")
     if basis != "random" and covariances is None:
       covariances = side_covariances(loaded, corpus)
     spec = projection_lib.ProjectionSpec(
       dim=int(dim),
       allocation=allocation,
+      kronecker_terms=int(
+        terms or projection_lib.ProjectionSpec.kronecker_terms
+      ),
       block_energy=tuple(
         (name, shares["corpus_share"])
         for name, shares in result["energy"].items()
@@ -296,6 +316,9 @@ def main(argv):
       bases=None if basis == "random" else (covariances, basis),
     )
     row = compare(scores, exact, ids, queries)
+    row["error_over_dense"] = row["rms_error"] ** 2 / dense_error(
+      encoder.layout, names, query_sq, corpus_sq
+    )
     row["seconds"] = seconds
     row["dims"] = {
       "/".join(b.path): list(b.out_shape) for b in encoder.layout.blocks

@@ -338,9 +338,10 @@ def _jl_rms_z(projected, exact, layout_exact, layout, kind):
     outer = np.outer(norms, norms) ** 2
     inner = (part @ part.T) ** 2
     if kind == "kronecker" and block.path != projection_lib.VECTORS:
-      k_left, k_right = block.out_shape
+      # Each of the r sketches has this bound; their mean has 1/r of it.
+      k_left, k_right = block.sides
       factor = 1 / k_left + 1 / k_right + 1 / (k_left * k_right)
-      variance += 2 * outer * factor
+      variance += 2 * outer * factor / block.terms
     else:
       variance += (inner + outer) / block.size
   z = (gram - true) / np.sqrt(variance)

@@ -100,7 +100,10 @@ class EncoderConfig:
         None if query is None else correction_lib.CorrectionSpec(**query)
       ),
       projection=projection_lib.ProjectionSpec.from_dict(values["projection"]),
-      hessian=hessian_lib.HessianSpec(**values["hessian"]),
+      # Configs recorded before eval_directions mixed in all of R_eval.
+      hessian=hessian_lib.HessianSpec(
+        **{"eval_directions": "all", **values["hessian"]}
+      ),
       normalize=values["normalize"],
       chunk_size=values["chunk_size"],
       dtype=values["dtype"],
@@ -445,7 +448,10 @@ class TrackStarEncoder:
         terms = [correction_lib.apply_to_term(fix, t) for t in terms]
         pieces.append(
           projection_lib.kronecker_terms(
-            terms, matrices.left[block.path], matrices.right[block.path]
+            terms,
+            matrices.left[block.path],
+            matrices.right[block.path],
+            sketches=block.terms,
           )
         )
       else:

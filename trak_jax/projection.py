@@ -7,7 +7,10 @@ are preserved in expectation. Kinds:
 - `dense`: per matrix parameter, one Gaussian [k_L·k_R, m·n] matrix applied to
   the flattened gradient;
 - `kronecker`: per matrix parameter W (m x n), P_L (k_L x m) ∇W P_Rᵀ
-  (n x k_R), computed from per-token factors as Σ_t (P_L a_t)(P_R δ_t)ᵀ.
+  (n x k_R), computed from per-token factors as Σ_t (P_L a_t)(P_R δ_t)ᵀ;
+  by default r = 4 independent such sketches per matrix, concatenated
+  (`ProjectionSpec.kronecker_terms`), which halves the error terms that one
+  two-sided sketch adds to a dense projection's.
 
 Vector parameters (biases, LayerNorm) are concatenated and projected by one
 dense Gaussian matrix (kept whole with `none`).
@@ -71,6 +74,15 @@ class ProjectionSpec:
     matrix_dims: Per-matrix (k_L, k_R), overriding `allocation` (each
       clipped to the matrix's own dims); total d then follows.
     vector_dim: Output dims of the vector parameters' block.
+    kronecker_terms: r, independent Kronecker sketches per matrix (with the
+      "energy" and "equal" allocations): a block of k dims is r sketches of
+      k / r dims each, P_L,j ∇W P_R,jᵀ / sqrt(r), concatenated. One
+      two-sided sketch's error has first-order terms ∝ 1/k_L + 1/k_R beside
+      a dense sketch's 1/(k_L k_R) (they dominate when examples' gradients
+      share directions, as they do); r sketches with sides sqrt(r) smaller
+      average them down by sqrt(r), for sqrt(r) times the side projections'
+      FLOPs. A block whose single sketch keeps a side whole (the identity)
+      stays one sketch. Recorded layouts without this field are r = 1.
     seed: Seed of every projection matrix.
   """
 
@@ -81,6 +93,7 @@ class ProjectionSpec:
   energy_sample: int = 256
   matrix_dims: tuple[int, int] | None = None
   vector_dim: int | None = None
+  kronecker_terms: int = 4
   seed: int = 0
 
   def __post_init__(self):
@@ -90,6 +103,8 @@ class ProjectionSpec:
       raise ValueError(
         f"projection allocation {self.allocation!r} is not one of {ALLOCATIONS}"
       )
+    if self.kronecker_terms < 1:
+      raise ValueError(f"kronecker_terms={self.kronecker_terms} must be >= 1")
 
   @property
   def needs_energy(self) -> bool:
@@ -108,6 +123,7 @@ class ProjectionSpec:
   def from_dict(cls, values: dict) -> "ProjectionSpec":
     """Inverse of `to_dict` (JSON turns tuples into lists)."""
     values = dict(values)
+    values.setdefault("kronecker_terms", 1)  # Layouts recorded before it.
     if values.get("matrix_dims") is not None:
       values["matrix_dims"] = tuple(values["matrix_dims"])
     if values.get("block_energy") is not None:
@@ -122,12 +138,24 @@ class Block(NamedTuple):
 
   path: gradients.Path
   in_shape: tuple[int, ...]  # (m, n) of a matrix; (total size,) of vectors
-  out_shape: tuple[int, ...]  # (k_L, k_R) of a matrix; (k,) of vectors
+  # (k_L, k_R) of a matrix, (r, k_L, k_R) of r Kronecker sketches; (k,) of
+  # the vectors.
+  out_shape: tuple[int, ...]
   offset: int  # first index in φ
 
   @property
   def size(self) -> int:
     return math.prod(self.out_shape)
+
+  @property
+  def terms(self) -> int:
+    """r, the independent Kronecker sketches of a matrix block."""
+    return self.out_shape[0] if len(self.out_shape) == 3 else 1
+
+  @property
+  def sides(self) -> tuple[int, int]:
+    """(k_L, k_R) of each Kronecker sketch of a matrix block."""
+    return tuple(self.out_shape[-2:])
 
 
 class Layout(NamedTuple):
@@ -173,6 +201,8 @@ def make_layout(
     out, vector_dim = _energy_split(spec, shapes, vector_size)
   else:
     out, vector_dim = _split(spec, shapes, vector_size)
+  if spec.kind == "kronecker" and spec.matrix_dims is None:
+    out = {p: _with_terms(out[p], shapes[p], spec.kronecker_terms) for p in out}
   blocks, offset = [], 0
   for path in matrices:
     blocks.append(Block(path, shapes[path], out[path], offset))
@@ -266,6 +296,20 @@ def _kronecker_split(k: int, m: int, n: int) -> tuple[int, int]:
   return left, right
 
 
+def _with_terms(
+  sides: tuple[int, int], shape: tuple[int, int], terms: int
+) -> tuple[int, ...]:
+  """(k_L, k_R), or (r, k_L', k_R') with r k_L' k_R' <= k_L k_R."""
+  (k_left, k_right), (m, n) = sides, shape
+  terms = min(terms, k_left * k_right)
+  if terms == 1 or k_left >= m or k_right >= n:
+    return sides
+  left, right = _kronecker_split(k_left * k_right // terms, m, n)
+  if left >= m or right >= n:
+    return sides
+  return (terms, left, right)
+
+
 def gaussian(seed: int, path: gradients.Path, side: int, shape) -> jax.Array:
   """The projection matrix of (seed, path, side): N(0, 1/shape[0]) entries.
 
@@ -298,35 +342,61 @@ def make_matrices(spec: ProjectionSpec, layout: Layout) -> Matrices:
     if block.path == VECTORS or spec.kind == "dense":
       shape = (block.size, math.prod(block.in_shape))
       dense[block.path] = gaussian(spec.seed, block.path, 0, shape)
-    else:
-      (m, n), (k_left, k_right) = block.in_shape, block.out_shape
+    elif block.terms == 1:
+      (m, n), (k_left, k_right) = block.in_shape, block.sides
       left[block.path] = gaussian(spec.seed, block.path, 1, (k_left, m))
       right[block.path] = gaussian(spec.seed, block.path, 2, (k_right, n))
+    else:
+      left[block.path], right[block.path] = _term_sides(spec.seed, block)
   return Matrices(left, right, dense)
 
 
+def _term_sides(seed: int, block: Block) -> tuple[jax.Array, jax.Array]:
+  """The r sketches' sides, stacked: [r·k_L, m] and [r·k_R, n].
+
+  Sketch j's sides have N(0, 1/k_L) and N(0, 1/k_R) entries; the left is
+  scaled by 1/sqrt(r) so the r concatenated sketches' inner products add up
+  to one unbiased estimate.
+  """
+  (m, n), (k_left, k_right), terms = block.in_shape, block.sides, block.terms
+  key = jax.random.key(seed, impl="threefry2x32")
+  key = jax.random.fold_in(key, zlib.crc32("/".join(block.path).encode()))
+  key = jax.random.fold_in(key, 3)  # Sides 1 and 2 are the single sketch's.
+  left_key, right_key = jax.random.split(key)
+  left = jax.random.normal(left_key, (terms * k_left, m), jnp.float32)
+  right = jax.random.normal(right_key, (terms * k_right, n), jnp.float32)
+  return left / math.sqrt(terms * k_left), right / math.sqrt(k_right)
+
+
 def kronecker_terms(
-  terms: list[gradients.Term], p_left: jax.Array, p_right: jax.Array
+  terms: list[gradients.Term],
+  p_left: jax.Array,
+  p_right: jax.Array,
+  *,
+  sketches: int = 1,
 ) -> jax.Array:
   """Σ_terms Σ_t (P_L a_t)(P_R δ_t)ᵀ for a batch, never forming ∇W.
 
   Args:
     terms: Batched terms: left [batch, seq, m] or ids [batch, seq];
       right [batch, seq, n].
-    p_left: [k_L, m].
-    p_right: [k_R, n].
+    p_left: [r·k_L, m], r = `sketches` stacked left sides.
+    p_right: [r·k_R, n].
+    sketches: r, independent sketches (`ProjectionSpec.kronecker_terms`).
 
   Returns:
-    [batch, k_L * k_R].
+    [batch, r * k_L * k_R].
   """
   total = 0.0
   for term in terms:
     if term.is_gather:
-      left = p_left.T[term.left]  # [batch, seq] ids -> [batch, seq, k_L]
+      left = p_left.T[term.left]  # [batch, seq] ids -> [batch, seq, r·k_L]
     else:
-      left = term.left @ p_left.T  # [batch, seq, m] -> [batch, seq, k_L]
-    right = term.right @ p_right.T  # [batch, seq, n] -> [batch, seq, k_R]
-    total = total + jnp.einsum("btk,btl->bkl", left, right)
+      left = term.left @ p_left.T  # [batch, seq, m] -> [batch, seq, r·k_L]
+    right = term.right @ p_right.T  # [batch, seq, n] -> [batch, seq, r·k_R]
+    left = left.reshape(*left.shape[:2], sketches, -1)
+    right = right.reshape(*right.shape[:2], sketches, -1)
+    total = total + jnp.einsum("btrk,btrl->brkl", left, right)
   return total.reshape(total.shape[0], -1)
 
 
@@ -338,9 +408,12 @@ def project_matrix(
     return grad.reshape(-1)
   if spec.kind == "dense":
     return matrices.dense[block.path] @ grad.reshape(-1)
-  # P_L [k_L, m] @ ∇W [m, n] @ P_Rᵀ [n, k_R] -> [k_L, k_R]
-  projected = matrices.left[block.path] @ grad @ matrices.right[block.path].T
-  return projected.reshape(-1)
+  # Per sketch, P_L [k_L, m] @ ∇W [m, n] @ P_Rᵀ [n, k_R] -> [k_L, k_R]
+  left = (matrices.left[block.path] @ grad).reshape(
+    block.terms, -1, grad.shape[1]
+  )
+  right = matrices.right[block.path].reshape(block.terms, -1, grad.shape[1])
+  return jnp.einsum("rkn,rln->rkl", left, right).reshape(-1)
 
 
 def project_vectors(
