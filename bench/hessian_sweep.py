@@ -32,6 +32,11 @@ from trak_jax import hessian as hessian_lib
 from trak_jax import projection as projection_lib
 
 _DIMS = flags.DEFINE_list("dims", ["4096", "16384"], "Projection dims d.")
+_TERMS = flags.DEFINE_integer(
+  "kronecker_terms",
+  projection_lib.ProjectionSpec.kronecker_terms,
+  "Kronecker sketches per matrix (ProjectionSpec.kronecker_terms).",
+)
 _SETTINGS = flags.DEFINE_list(
   "settings", None, "Names from SETTINGS to run (default: all)."
 )
@@ -40,6 +45,7 @@ _OLD = hessian_lib.HessianSpec(
 )
 SETTINGS = {
   "default": hessian_lib.HessianSpec(),
+  "all_eval_directions": hessian_lib.HessianSpec(eval_directions="all"),
   "no_shrinkage": hessian_lib.HessianSpec(shrinkage="none"),
   "train_only": hessian_lib.HessianSpec(kind="train"),
   "mix_0.9": hessian_lib.HessianSpec(mix=0.9),
@@ -118,7 +124,9 @@ def main(argv):
     config = encoder_lib.preset(
       "trackstar",
       correction=sweep._CORRECTION.value,
-      projection=projection_lib.ProjectionSpec(dim=dim),
+      projection=projection_lib.ProjectionSpec(
+        dim=dim, kronecker_terms=_TERMS.value
+      ),
     )
     options = encode_lib.EncodeOptions(
       corpus=sweep._CORPUS.value,

@@ -55,7 +55,11 @@ def test_fit_mixes_as_configured():
   train.update(train_phi)
   evaluation.update(eval_phi)
   spec = hessian_lib.HessianSpec(
-    kind="mixed", mix=0.25, damping=0.0, shrinkage="none"
+    kind="mixed",
+    mix=0.25,
+    damping=0.0,
+    shrinkage="none",
+    eval_directions="all",
   )
   fitted = hessian_lib.fit(spec, train, evaluation)
   r = 0.25 * eval_phi.T @ eval_phi / 20 + 0.75 * train_phi.T @ train_phi / 50
@@ -63,12 +67,75 @@ def test_fit_mixes_as_configured():
   np.testing.assert_allclose(w @ r @ w, np.eye(6), atol=1e-4)
   assert fitted.mix == 0.25
   auto = hessian_lib.fit(
-    hessian_lib.HessianSpec(kind="mixed", eigen_k=2), train, evaluation
+    hessian_lib.HessianSpec(kind="mixed", eigen_k=2, eval_directions="all"),
+    train,
+    evaluation,
   )
   expected = hessian_lib.auto_mix(train.mean(), evaluation.mean(), k=2)
   assert auto.mix == pytest.approx(expected) and auto.eigen_k == 2
   with pytest.raises(ValueError, match="R_eval"):
     hessian_lib.fit(spec, train, None)
+
+
+def _queries_with_a_common_direction(count=40, dim=30, seed=3):
+  """Query φ: a shared direction plus each query's own orthogonal one."""
+  rng = np.random.default_rng(seed)
+  basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+  common, own = basis[:, 0], basis[:, 1:]
+  rows = [
+    2.0 * common + own[:, i % own.shape[1]] * rng.uniform(0.5, 1.5)
+    for i in range(count)
+  ]
+  return np.stack(rows), common
+
+
+def test_shared_directions_keep_what_queries_have_in_common():
+  phi, common = _queries_with_a_common_direction()
+  stats = hessian_lib.Autocorrelation([phi.shape[1]])
+  stats.update(phi)
+  (kept,), count = hessian_lib.shared_directions(stats.mean(), stats.count)
+  assert count == 1
+  # The one direction kept is the common one, with its whole eigenvalue.
+  values, vectors = np.linalg.eigh(kept)
+  assert abs(vectors[:, -1] @ common) > 0.99
+  assert values[-1] == pytest.approx(np.linalg.eigvalsh(stats.mean()[0])[-1])
+  np.testing.assert_allclose(values[:-1], 0, atol=1e-9)
+
+
+def test_a_shared_r_eval_leaves_each_querys_own_direction_unwhitened():
+  phi, common = _queries_with_a_common_direction()
+  # Passages' φ far smaller than the queries' (their loss is low), as in a
+  # trained model: R_eval's own-query directions then outweigh R_train's.
+  train_phi = 0.05 * np.random.default_rng(4).normal(size=(200, phi.shape[1]))
+  train, evaluation = (
+    hessian_lib.Autocorrelation([phi.shape[1]]),
+    hessian_lib.Autocorrelation([phi.shape[1]]),
+  )
+  train.update(train_phi)
+  evaluation.update(phi)
+  gains = {}
+  for directions in ("shared", "all"):
+    spec = hessian_lib.HessianSpec(
+      mix=0.5, shrinkage="none", eval_directions=directions
+    )
+    fitted = hessian_lib.fit(spec, train, evaluation)
+    w = np.asarray(fitted.preconditioner.blocks[0], np.float64)
+    own = phi[0] - (phi[0] @ common) * common
+    gains[directions] = np.linalg.norm(w @ own) / np.linalg.norm(w @ common)
+  assert fitted.diagnostics.get("eval_shared_directions") is None
+  # Both down-weight the common direction; only "all" also shrinks the
+  # query's own direction towards it.
+  assert gains["shared"] > 2 * gains["all"]
+
+
+def test_old_encoder_configs_mix_in_all_of_r_eval():
+  from trak_jax import encoder as encoder_lib
+
+  values = encoder_lib.preset("trackstar").to_dict()
+  del values["hessian"]["eval_directions"]
+  old = encoder_lib.EncoderConfig.from_dict(values)
+  assert old.hessian.eval_directions == "all"
+  assert encoder_lib.preset("trackstar").hessian.eval_directions == "shared"
 
 
 def test_streamed_autocorrelation_equals_one_shot_and_blocks():
@@ -132,7 +199,7 @@ def test_fewer_queries_than_k_gives_a_finite_mix_and_a_warning():
   rng = np.random.default_rng(4)
   train = _stats(rng.normal(size=(200, 16)), [16])
   evaluation = _stats(rng.normal(size=(3, 16)), [16])  # rank 3 < k = 8
-  spec = hessian_lib.HessianSpec(eigen_k=8)
+  spec = hessian_lib.HessianSpec(eigen_k=8, eval_directions="all")
   with pytest.warns(hessian_lib.HessianWarning, match="exceeds the rank"):
     fitted = hessian_lib.fit(spec, train, evaluation)
   assert 0.0 <= fitted.mix <= 1.0 and fitted.eigen_k == 3

@@ -29,6 +29,7 @@ from trak_jax import files
 
 KINDS = ("none", "train", "mixed")
 SHRINKAGES = ("ledoit_wolf", "none")
+EVAL_DIRECTIONS = ("shared", "all")
 MAX_FULL_DIM = 16384  # A full float64 R of this d takes 2 GiB.
 # The paper's λ: 0.90 on T-REx and 0.99 on C4. λ far outside this is worth a
 # warning: one side's statistics then barely count.
@@ -61,6 +62,15 @@ class HessianSpec:
     train_sample: Corpus examples sampled for R_train; None: 4·d, at least
       8192 (the whole corpus when it is smaller).
     seed: Seed of that sample.
+    eval_directions: What of R_eval enters the mixture. "shared": per
+      block, only the eigen-directions whose eigenvalue exceeds the block's
+      mean energy per query, tr(R_eval) / queries: directions that carry
+      more than one query's share, i.e. what the queries have in common,
+      which R_eval is there to down-weight. The rest are each query's own
+      gradient direction; mixed in, R^(-1/2) whitens away the very signal
+      that query is traced by (with a few hundred queries and k = 250, the
+      top eigen-directions of R_eval span nearly every query's own).
+      "all": R_eval as sampled, as the paper does.
   """
 
   kind: str = "mixed"
@@ -72,6 +82,7 @@ class HessianSpec:
   damping: float = 1e-3
   train_sample: int | None = None
   seed: int = 0
+  eval_directions: str = "shared"
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -81,6 +92,11 @@ class HessianSpec:
     if self.shrinkage not in SHRINKAGES:
       raise ValueError(
         f"hessian shrinkage {self.shrinkage!r} is not one of {SHRINKAGES}"
+      )
+    if self.eval_directions not in EVAL_DIRECTIONS:
+      raise ValueError(
+        f"hessian eval_directions {self.eval_directions!r} is not one of "
+        f"{EVAL_DIRECTIONS}"
       )
     if self.samples_per_dim <= 0:
       raise ValueError(f"samples_per_dim={self.samples_per_dim} must be > 0")
@@ -259,6 +275,32 @@ def inverse_sqrt(matrix: np.ndarray, *, damping: float) -> np.ndarray:
   return (vectors * scale) @ vectors.T
 
 
+def shared_directions(
+  blocks: Sequence[np.ndarray], count: int
+) -> tuple[list[np.ndarray], int]:
+  """Each block of R_eval restricted to the directions queries share.
+
+  A direction is shared when its eigenvalue exceeds the block's mean energy
+  per query, tr(block) / count: one query alone puts at most its own energy
+  there, so more than that is a direction several queries have in common.
+
+  Args:
+    blocks: R_eval's diagonal blocks (sample means over `count` queries).
+    count: The queries R_eval was estimated from.
+
+  Returns:
+    (the truncated blocks, the number of shared directions kept in all).
+  """
+  kept, total = [], 0
+  for block in blocks:
+    values, vectors = np.linalg.eigh(np.asarray(block, np.float64))
+    shared = values > np.trace(block) / max(count, 1)
+    total += int(shared.sum())
+    top = vectors[:, shared]
+    kept.append((top * values[shared]) @ top.T)
+  return kept, total
+
+
 def ledoit_wolf(matrix: np.ndarray, sampling_error: float) -> tuple:
   """Shrinks a sample autocorrelation towards μI, μ its mean eigenvalue.
 
@@ -348,6 +390,9 @@ def fit(
     if eval_stats is None:
       raise ValueError("hessian 'mixed' needs R_eval from the queries")
     eval_blocks = eval_stats.mean()
+    if spec.eval_directions == "shared":
+      eval_blocks, shared = shared_directions(eval_blocks, eval_stats.count)
+      diagnostics["eval_shared_directions"] = shared
     mix, k = _choose_mix(spec, train_blocks, eval_blocks, diagnostics)
     low, high = PAPER_MIX_RANGE
     if spec.mix is None and not low <= mix <= high:
