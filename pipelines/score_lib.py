@@ -255,8 +255,7 @@ class Complete(beam.DoFn):
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     info = {**self._recorded, "counts": counts, "created": created}
     files.write_json(os.path.join(directory, INFO), info)
-    with files.open(os.path.join(directory, store_lib.COMPLETED), "w") as f:
-      f.write(created + "\n")
+    files.write_marker(directory, created)
     yield info
 
 
@@ -374,7 +373,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: ScoreOptions) -> dict:
   """
   options, fingerprint, record = prepare(options)
   files.makedirs(options.output_dir)
-  files.remove(os.path.join(options.output_dir, store_lib.COMPLETED))
+  files.remove_marker(options.output_dir)
   ranked, raw, parsed, shards = score(
     pipeline, options, fingerprint, index_lib.digest_of(record)
   )

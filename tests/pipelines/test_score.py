@@ -14,6 +14,7 @@ from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
@@ -217,6 +218,7 @@ def _tampered_hessian(paths, directory, **fingerprint):
   info = json.load(open(source / "hessian.json"))
   info["fingerprint"].update(fingerprint)
   json.dump(info, open(directory / "hessian.json", "w"))
+  files.write_marker(str(directory))
   return directory
 
 

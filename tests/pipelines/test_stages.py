@@ -12,6 +12,7 @@ from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_lib_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
@@ -197,6 +198,7 @@ def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
   )
   info["fingerprint"]["seed"] = 99
   json.dump(info, open(bad / "hessian.json", "w"))
+  files.write_marker(str(bad))
   with pytest.raises(encoder_lib.FingerprintMismatchError, match="'seed'"):
     index_lib.run_pipeline(
       TestPipeline(),
@@ -223,7 +225,7 @@ def test_an_index_of_another_checkpoint_is_refused(stages, tiny_run, tmp_path):
 
 def _copy_hessian(stages, directory):
   directory.mkdir()
-  for name in ("hessian.npz", "hessian.json"):
+  for name in ("hessian.npz", "hessian.json", files.COMPLETED):
     source = stages["hessian_dir"] / name
     (directory / name).write_bytes(source.read_bytes())
   return directory
