@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_lib
 from trak_jax import store as store_lib
 
@@ -35,7 +36,7 @@ class HessianOptions:
     store_dir: A finished encoding store.
     queries: Query JSONL (for R_eval); unused by hessian kind "train".
     checkpoint: The checkpoint the store was encoded with.
-    output_dir: Receives hessian.npz and hessian.json.
+    output_dir: Receives hessian.npz, hessian.json and COMPLETED.
     encoder_config: The encoder config; its `hessian` spec is fitted.
     batch_size: Queries per encoder call.
   """
@@ -155,12 +156,33 @@ def block_sizes_for(
   )
 
 
-def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
-  """Builds and runs the job; returns the written `hessian.json` info.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What the job fits, checked before anything runs (`plan`).
+
+  Attributes:
+    options: The options, with the store's recorded projection layout.
+    fingerprint: The store's (and so the Hessian's) fingerprint.
+    num_shards: Store shards.
+    rate: The chance each stored example is in the R_train sample.
+    block_sizes: R's diagonal blocks.
+  """
+
+  options: HessianOptions
+  fingerprint: encoder_lib.Fingerprint
+  num_shards: int
+  rate: float
+  block_sizes: tuple[int, ...]
+
+
+def plan(options: HessianOptions) -> Plan:
+  """The job's `Plan`.
 
   Raises:
     encoder.FingerprintMismatchError: If the store was made with another
       encoder than `options` describes.
+    store.StoreError: If the store is unfinished.
+    ValueError: If hessian "mixed" is configured and no query file given.
   """
   spec = options.encoder_config.hessian
   store = store_lib.EncodingStore(options.store_dir)
@@ -174,50 +196,96 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
     options.checkpoint, options.encoder_config
   )
   expected.check_matches(store.fingerprint, what=f"store {options.store_dir}")
+  if spec.kind == "mixed" and not options.queries:
+    raise ValueError("hessian 'mixed' needs a query file for R_eval")
   sample = min(spec.train_sample_size(store.dim), len(store))
-  sizes = block_sizes_for(options, store, train_examples=sample)
-  rate = min(1.0, sample / max(len(store), 1))
-  train = (
-    pipeline
-    | "Shards" >> beam.Create(list(range(store.num_shards)))
-    | "Sample"
-    >> beam.ParDo(
-      ReadSampledShard(options.store_dir, rate=rate, seed=spec.seed)
-    )
-    | "RTrain" >> beam.CombineGlobally(AutocorrelationFn(sizes))
+  return Plan(
+    options=options,
+    fingerprint=expected,
+    num_shards=store.num_shards,
+    rate=min(1.0, sample / max(len(store), 1)),
+    block_sizes=tuple(block_sizes_for(options, store, train_examples=sample)),
   )
-  evaluation = None
-  if spec.kind == "mixed":
-    if not options.queries:
-      raise ValueError("hessian 'mixed' needs a query file for R_eval")
-    queries = data_lib.read_queries(options.queries)
-    evaluation = beam.pvalue.AsSingleton(
-      pipeline
-      | "Queries" >> beam.Create(queries)
-      | "Batch"
-      >> beam.BatchElements(
-        min_batch_size=options.batch_size, max_batch_size=options.batch_size
+
+
+class FitHessian(beam.PTransform):
+  """The Hessian job: a pipeline's start -> one element, the info written
+  to `hessian.json` (`hessian.save`).
+
+  Stages: Shards, Sample and RTrain (the seeded sample of the store and its
+  autocorrelation); for hessian "mixed", Queries, Batch, EncodeQueries and
+  REval; then Fit (λ, R^(-1/2)) and Write (hessian.npz, hessian.json and,
+  last, COMPLETED).
+
+  Checks its inputs (`plan`) when applied, and then removes the marker of
+  an earlier run from the output directory: a rerun refits and rewrites
+  the whole directory, and until it has, the directory is unfinished.
+  """
+
+  def __init__(self, options: HessianOptions):
+    super().__init__()
+    self._options = options
+
+  def expand(self, start):
+    job = plan(self._options)
+    options, spec = job.options, job.options.encoder_config.hessian
+    files.makedirs(options.output_dir)
+    files.remove_marker(options.output_dir)
+    train = (
+      start
+      | "Shards" >> beam.Create(list(range(job.num_shards)))
+      | "Sample"
+      >> beam.ParDo(
+        ReadSampledShard(options.store_dir, rate=job.rate, seed=spec.seed)
       )
-      | "EncodeQueries" >> beam.ParDo(EncodeQueryFeatures(options))
-      | "REval" >> beam.CombineGlobally(AutocorrelationFn(sizes))
+      | "RTrain" >> beam.CombineGlobally(AutocorrelationFn(job.block_sizes))
     )
+    extra = []
+    if spec.kind == "mixed":
+      extra.append(
+        beam.pvalue.AsSingleton(
+          start
+          | "Queries" >> beam.Create(data_lib.read_queries(options.queries))
+          | "Batch"
+          >> beam.BatchElements(
+            min_batch_size=options.batch_size,
+            max_batch_size=options.batch_size,
+          )
+          | "EncodeQueries" >> beam.ParDo(EncodeQueryFeatures(options))
+          | "REval" >> beam.CombineGlobally(AutocorrelationFn(job.block_sizes))
+        )
+      )
 
-  def fit_and_save(train_stats, eval_stats=None):
-    fitted = hessian_lib.fit(spec, train_stats, eval_stats)
-    return hessian_lib.save(
-      options.output_dir,
-      fitted,
-      train_stats=train_stats,
-      eval_stats=eval_stats,
-      spec=spec,
-      fingerprint=expected.to_dict(),
-      query_correction=encoder_lib.query_correction_json(
-        options.encoder_config
-      ),
-    )
+    def fit(train_stats, eval_stats=None):
+      fitted = hessian_lib.fit(spec, train_stats, eval_stats)
+      return fitted, train_stats, eval_stats
 
-  extra = [evaluation] if evaluation is not None else []
-  _ = train | "Fit" >> beam.Map(fit_and_save, *extra)
+    def write(fitted):
+      fitted, train_stats, eval_stats = fitted
+      return hessian_lib.save(
+        options.output_dir,
+        fitted,
+        train_stats=train_stats,
+        eval_stats=eval_stats,
+        spec=spec,
+        fingerprint=job.fingerprint.to_dict(),
+        query_correction=encoder_lib.query_correction_json(
+          options.encoder_config
+        ),
+      )
+
+    return train | "Fit" >> beam.Map(fit, *extra) | "Write" >> beam.Map(write)
+
+
+def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
+  """Builds the job (`FitHessian`), runs it; returns the written
+  `hessian.json` info.
+
+  Raises:
+    encoder.FingerprintMismatchError: If the store was made with another
+      encoder than `options` describes.
+  """
+  _ = pipeline | "FitHessian" >> FitHessian(options)
   pipeline.run().wait_until_finish()
   _, info = hessian_lib.load(options.output_dir)
   return info

@@ -4,9 +4,10 @@
     configured) -> ScaNN or exact index, with Recall@10 against exact search
 
 kind "exact": each store shard is finished and written as one index shard
-by one worker (`WriteIndexShard`), then index.json, last, records them: no
-process holds more than one shard. kind "scann" gathers every finished
-encoding into one process, which ScaNN's builder needs.
+by one worker (`WriteIndexShard`), then index.json records them, and a
+COMPLETED marker is written last: no process holds more than one shard.
+kind "scann" gathers every finished encoding into one process, which
+ScaNN's builder needs.
 
 DESIGN.md sections 1 and 4: preconditioning and normalisation happen here,
 per task; one corpus pass serves many tasks. index.json records the digest
@@ -24,6 +25,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_lib
 from trak_jax import index as index_lib
 from trak_jax import store as store_lib
@@ -353,31 +355,54 @@ def write_sharded_info(
   return info
 
 
-def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
-  """Builds and runs the job; returns the index info (with Recall@10)."""
-  store = store_lib.EncodingStore(options.store_dir)
-  options = dataclasses.replace(
-    options,
-    encoder_config=encoder_lib.with_recorded_layout(
-      options.encoder_config, store.manifest["encoder_config"]
-    ),
-  )
-  _, record = load_preconditioner(options, store.fingerprint)
-  digest = digest_of(record)
-  shards = pipeline | "Shards" >> beam.Create(list(range(store.num_shards)))
-  if options.kind in SHARDED_KINDS:
-    _ = (
-      shards
-      | "Spread" >> beam.Reshuffle()
-      | "FinishAndWrite" >> beam.ParDo(WriteIndexShard(options, digest))
-      | "CollectShards" >> beam.combiners.ToList()
-      | "WriteInfo"
-      >> beam.Map(
-        write_sharded_info, options=options, store=store, hessian_record=record
-      )
+class BuildIndex(beam.PTransform):
+  """The index job: a pipeline's start -> one element, the index.json info
+  written.
+
+  Stages: Shards (store shard numbers); for a sharded kind, Spread,
+  FinishAndWrite (`WriteIndexShard`, one index shard per store shard),
+  CollectShards and WriteInfo (`write_sharded_info`); for kind "scann",
+  Finish (`FinishShard`), Collect and Build (one index, `Index.save`).
+  index.json, then COMPLETED, are written last.
+
+  Checks its inputs (the store, the Hessian and its fit to the encoder)
+  when applied, and then removes the marker of an earlier run from the
+  output directory: a rerun rebuilds and rewrites the whole index, and until
+  it has, the directory is unfinished.
+  """
+
+  def __init__(self, options: IndexOptions):
+    super().__init__()
+    self._options = options
+
+  def expand(self, start):
+    store = store_lib.EncodingStore(self._options.store_dir)
+    options = dataclasses.replace(
+      self._options,
+      encoder_config=encoder_lib.with_recorded_layout(
+        self._options.encoder_config, store.manifest["encoder_config"]
+      ),
     )
-  else:
-    _ = (
+    _, record = load_preconditioner(options, store.fingerprint)
+    digest = digest_of(record)
+    files.makedirs(options.output_dir)
+    files.remove_marker(options.output_dir)
+    shards = start | "Shards" >> beam.Create(list(range(store.num_shards)))
+    if options.kind in SHARDED_KINDS:
+      return (
+        shards
+        | "Spread" >> beam.Reshuffle()
+        | "FinishAndWrite" >> beam.ParDo(WriteIndexShard(options, digest))
+        | "CollectShards" >> beam.combiners.ToList()
+        | "WriteInfo"
+        >> beam.Map(
+          write_sharded_info,
+          options=options,
+          store=store,
+          hessian_record=record,
+        )
+      )
+    return (
       shards
       | "Finish" >> beam.ParDo(FinishShard(options, digest))
       | "Collect" >> beam.combiners.ToList()
@@ -386,5 +411,11 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
         _build_and_save, options=options, store=store, hessian_record=record
       )
     )
+
+
+def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
+  """Builds the job (`BuildIndex`), runs it; returns the index info (with
+  Recall@10)."""
+  _ = pipeline | "BuildIndex" >> BuildIndex(options)
   pipeline.run().wait_until_finish()
   return index_lib.load_info(options.output_dir)

@@ -255,8 +255,7 @@ class Complete(beam.DoFn):
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     info = {**self._recorded, "counts": counts, "created": created}
     files.write_json(os.path.join(directory, INFO), info)
-    with files.open(os.path.join(directory, store_lib.COMPLETED), "w") as f:
-      f.write(created + "\n")
+    files.write_marker(directory, created)
     yield info
 
 
@@ -363,8 +362,60 @@ def score(pipeline: beam.Pipeline, options: ScoreOptions, fingerprint, digest):
   return ranked, raw, parsed, shards
 
 
+class Score(beam.PTransform):
+  """The score job: a pipeline's start -> one element, score.json's content.
+
+  Stages: those of `score` (Queries, Batch, EncodeQueries; Sources, Read,
+  Parse, GroupByShard, EncodeAndScore; the merge), WriteReport, Rejected,
+  CountRead, and Complete (rejected.jsonl, score.json and, last,
+  COMPLETED).
+
+  Checks its inputs (`prepare`) when applied, and then removes the marker
+  of an earlier run from the output directory: a rerun rescores and
+  rewrites it, and until it has, the directory is unfinished.
+
+  Raises (when applied):
+    encoder.FingerprintMismatchError: If the Hessian was fitted for another
+      encoder (checkpoint, correction, projection, ...) than `options`'.
+    index.HessianMismatchError: If the Hessian directory is inconsistent.
+  """
+
+  def __init__(self, options: ScoreOptions):
+    super().__init__()
+    self._options = options
+
+  def expand(self, start):
+    options, fingerprint, record = prepare(self._options)
+    files.makedirs(options.output_dir)
+    files.remove_marker(options.output_dir)
+    ranked, raw, parsed, shards = score(
+      start.pipeline, options, fingerprint, index_lib.digest_of(record)
+    )
+    summary = {
+      "searched": ranked,
+      "texts": corpus_texts(parsed.examples),
+    } | retrieve_lib.WriteReport(options.output_dir)
+    rejected = (
+      parsed[encode_lib.Parse.REJECTED],
+      shards[REJECTED],
+    ) | "Rejected" >> beam.Flatten()
+    num_read = raw | "CountRead" >> beam.combiners.Count.Globally()
+    return (
+      start
+      | "Once" >> beam.Create([None])
+      | "Complete"
+      >> beam.ParDo(
+        Complete(options, _recorded(options, fingerprint, record)),
+        beam.pvalue.AsSingleton(summary),
+        beam.pvalue.AsList(rejected),
+        beam.pvalue.AsList(shards[SCORED]),
+        beam.pvalue.AsSingleton(num_read),
+      )
+    )
+
+
 def run_pipeline(pipeline: beam.Pipeline, *, options: ScoreOptions) -> dict:
-  """Builds and runs the job; returns score.json's content.
+  """Builds the job (`Score`), runs it; returns score.json's content.
 
   Raises:
     encoder.FingerprintMismatchError: If the Hessian was fitted for another
@@ -372,33 +423,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: ScoreOptions) -> dict:
     index.HessianMismatchError: If the Hessian directory is inconsistent or
       refitted while the job runs.
   """
-  options, fingerprint, record = prepare(options)
-  files.makedirs(options.output_dir)
-  files.remove(os.path.join(options.output_dir, store_lib.COMPLETED))
-  ranked, raw, parsed, shards = score(
-    pipeline, options, fingerprint, index_lib.digest_of(record)
-  )
-  summary = {
-    "searched": ranked,
-    "texts": corpus_texts(parsed.examples),
-  } | retrieve_lib.WriteReport(options.output_dir)
-  rejected = (
-    parsed[encode_lib.Parse.REJECTED],
-    shards[REJECTED],
-  ) | "Rejected" >> beam.Flatten()
-  num_read = raw | "CountRead" >> beam.combiners.Count.Globally()
-  _ = (
-    pipeline
-    | "Once" >> beam.Create([None])
-    | "Complete"
-    >> beam.ParDo(
-      Complete(options, _recorded(options, fingerprint, record)),
-      beam.pvalue.AsSingleton(summary),
-      beam.pvalue.AsList(rejected),
-      beam.pvalue.AsList(shards[SCORED]),
-      beam.pvalue.AsSingleton(num_read),
-    )
-  )
+  _ = pipeline | "Score" >> Score(options)
   pipeline.run().wait_until_finish()
   with files.open(os.path.join(options.output_dir, INFO)) as f:
     return json.load(f)

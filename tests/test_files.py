@@ -142,6 +142,17 @@ def test_hessian_round_trips_through_a_remote_directory(tmp_path, remote):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(FileNotFoundError, match="no fitted Hessian"):
     hessian_lib.load(f"{remote}/nothing")
+  # hessian.json and the marker are renamed into place: no temporary left.
+  assert files.listdir(f"{remote}/hessian") == [
+    files.COMPLETED,
+    "hessian.json",
+    "hessian.npz",
+  ]
+  files.remove(f"{remote}/hessian/{files.COMPLETED}")
+  with pytest.raises(files.UnfinishedError) as raised:
+    hessian_lib.load(f"{remote}/hessian")
+  assert f"{remote}/hessian:" in str(raised.value)
+  assert "hessian job did not finish" in str(raised.value)
 
 
 @pytest.mark.parametrize("kind", ["exact", "scann"])
@@ -174,6 +185,11 @@ def test_index_round_trips_through_a_remote_directory(kind, remote):
   np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-6)
   with pytest.raises(FileNotFoundError, match="no index"):
     index_lib.Index.load(f"{remote}/nothing")
+  files.remove(f"{directory}/{files.COMPLETED}")
+  with pytest.raises(files.UnfinishedError, match="index job did not finish"):
+    index_lib.Index.load(directory)
+  built.save(directory)  # A rerun: finished again.
+  assert index_lib.load_info(directory) == loaded.info
 
 
 FINGERPRINT = encoder_lib.Fingerprint(

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -178,6 +179,52 @@ def write_json(path: str, value: Any) -> None:
   with open(temporary, "w") as f:
     json.dump(value, f, indent=2, sort_keys=True)
   replace(temporary, path)
+
+
+# A job's output directory holds this marker, written last, once the job
+# has finished writing; a rerun removes it before writing anything else.
+COMPLETED = "COMPLETED"
+
+
+class UnfinishedError(FileNotFoundError):
+  """A job's output directory without its `COMPLETED` marker."""
+
+
+def write_marker(directory: str, text: str | None = None) -> str:
+  """Writes `COMPLETED` in `directory` atomically; returns its text.
+
+  Args:
+    directory: A job's output directory, its other files written.
+    text: The marker's content (default: the UTC time).
+  """
+  if text is None:
+    text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+  final = os.path.join(directory, COMPLETED)
+  temporary = temporary_name(final)
+  with open(temporary, "w") as f:
+    f.write(text + "\n")
+  replace(temporary, final)
+  return text
+
+
+def remove_marker(directory: str) -> None:
+  """Removes `COMPLETED` from `directory` (a rerun, before it writes)."""
+  remove(os.path.join(directory, COMPLETED))
+
+
+def check_marker(directory: str, *, job: str) -> None:
+  """Raises `UnfinishedError` if `directory` has no `COMPLETED` marker.
+
+  Args:
+    directory: A job's output directory.
+    job: The job that writes it ("hessian", "index"), for the message.
+  """
+  if not exists(os.path.join(directory, COMPLETED)):
+    raise UnfinishedError(
+      f"{directory}: no {COMPLETED} marker: the {job} job did not finish "
+      f"writing it (or it was written before jobs wrote markers); rerun the "
+      f"{job} job"
+    )
 
 
 def isdir(path: str) -> bool:

@@ -461,6 +461,11 @@ def save(
 ) -> dict:
   """Writes R_train, R_eval, R^(-1/2) blocks and what made them.
 
+  hessian.npz, then hessian.json, each to a temporary name renamed onto
+  its own, then, last, the `COMPLETED` marker (`files.COMPLETED`); one a
+  rerun left is removed first, so a directory being rewritten is never
+  taken for a finished one.
+
   `query_correction` is the queries' correction where it is not the
   corpus's (`encoder.query_correction_json`), recorded only then: R_eval
   was fitted from queries encoded with it.
@@ -468,10 +473,10 @@ def save(
   Returns:
     The info written to `hessian.json`.
   """
-  import json
   import os
 
   files.makedirs(directory)
+  files.remove_marker(directory)
   arrays = {}
   train_means = train_stats.mean()
   eval_means = eval_stats.mean() if eval_stats is not None else None
@@ -480,7 +485,10 @@ def save(
     arrays[f"train_{i}"] = train_means[i]
     if eval_means is not None:
       arrays[f"eval_{i}"] = eval_means[i]
-  files.save_npz(os.path.join(directory, HESSIAN_ARRAYS), **arrays)
+  final = os.path.join(directory, HESSIAN_ARRAYS)
+  temporary = files.temporary_name(final)
+  files.save_npz(temporary, **arrays)
+  files.replace(temporary, final)
   info = {
     "fingerprint": fingerprint,
     "spec": dataclasses.asdict(spec),
@@ -494,8 +502,8 @@ def save(
   }
   if query_correction is not None:
     info["query_correction"] = query_correction
-  with files.open(os.path.join(directory, HESSIAN_INFO), "w") as f:
-    json.dump(info, f, indent=2, sort_keys=True)
+  files.write_json(os.path.join(directory, HESSIAN_INFO), info)
+  files.write_marker(directory)
   return info
 
 
@@ -504,6 +512,8 @@ def load(directory: str) -> tuple[Preconditioner, dict]:
 
   Raises:
     FileNotFoundError: If `directory` holds no fitted Hessian.
+    files.UnfinishedError: If it has no `COMPLETED` marker: the Hessian
+      job did not finish writing it.
   """
   import json
   import os
@@ -511,6 +521,7 @@ def load(directory: str) -> tuple[Preconditioner, dict]:
   info_path = os.path.join(directory, HESSIAN_INFO)
   if not files.exists(info_path):
     raise FileNotFoundError(f"no fitted Hessian in {directory}")
+  files.check_marker(directory, job="hessian")
   with files.open(info_path) as f:
     info = json.load(f)
   with files.load_npz(os.path.join(directory, HESSIAN_ARRAYS)) as arrays:

@@ -21,7 +21,11 @@ ids.json and vectors.npy:
                               with `scales` [n] float32: row i is
                               vectors[i] * scales[i], see `Int8Rows`)
     index.json                as above, plus `dtype`, `dim` and `shards`
-                              (file, count and sha256 of each), written last
+                              (file, count and sha256 of each)
+
+Either way index.json is written to a temporary name and renamed, and then,
+last, a `COMPLETED` marker (`files.COMPLETED`); an index without it is
+refused (`load_info`). A rerun removes the marker before it writes.
 
 A sharded index is searched shard by shard (`search_shard`, then
 `merge_top_k`), so no process holds more than one shard; `Index.load` reads
@@ -626,10 +630,13 @@ def load_info(directory: str) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: If `directory` holds no index.
+    files.UnfinishedError: If it has no `COMPLETED` marker: the index job
+      did not finish writing it.
   """
   info_path = os.path.join(files.abspath(directory), INFO)
   if not files.exists(info_path):
     raise FileNotFoundError(f"no index in {directory} (missing {INFO})")
+  files.check_marker(directory, job="index")
   with files.open(info_path) as f:
     return json.load(f)
 
@@ -641,8 +648,10 @@ def is_sharded(info: dict[str, Any]) -> bool:
 
 
 def write_info(directory: str, info: dict[str, Any]) -> None:
-  """Writes index.json atomically (last: it makes the index complete)."""
+  """Writes index.json atomically, then the `COMPLETED` marker: last, once
+  every other file of the index is written."""
   files.write_json(os.path.join(directory, INFO), info)
+  files.write_marker(directory)
 
 
 class Index:
@@ -754,10 +763,12 @@ class Index:
     )
 
   def save(self, directory: str) -> None:
+    """Writes the index whole, index.json and `COMPLETED` last."""
     # ScaNN records artifact paths as given: keep local ones absolute; a
     # remote index is serialized locally with relative paths, copied up.
     directory = files.abspath(directory)
     files.makedirs(directory)
+    files.remove_marker(directory)
     with files.open(os.path.join(directory, "ids.json"), "w") as f:
       json.dump(self.ids, f)
     files.save_npy(os.path.join(directory, "vectors.npy"), self.vectors)
@@ -773,8 +784,7 @@ class Index:
       for k, v in self.info.items()
       if k not in ("layout", "shards", "dtype")
     }
-    with files.open(os.path.join(directory, INFO), "w") as f:
-      json.dump(info, f, indent=2, sort_keys=True)
+    write_info(directory, info)
 
   @classmethod
   def load(cls, directory: str, *, verify: bool = True) -> "Index":
@@ -786,6 +796,7 @@ class Index:
 
     Raises:
       FileNotFoundError: If `directory` holds no index.
+      files.UnfinishedError: If it has no `COMPLETED` marker.
       IndexShardError: Naming the file, if a shard is missing or corrupted.
     """
     directory = files.abspath(directory)

@@ -39,7 +39,7 @@ from trak_jax import fingerprint as fingerprint_lib
 
 MANIFEST = "manifest.json"
 REJECTED = "rejected.jsonl"
-COMPLETED = "COMPLETED"
+COMPLETED = files.COMPLETED
 PREFIX = "encodings"
 
 
@@ -260,8 +260,7 @@ def finalize(
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
   files.write_json(os.path.join(directory, MANIFEST), manifest)
-  with files.open(os.path.join(directory, COMPLETED), "w") as f:
-    f.write(manifest["created"] + "\n")
+  files.write_marker(directory, manifest["created"])
   return manifest
 
 

@@ -114,6 +114,8 @@ def test_remote_hessian_and_index_jobs_write_loadable_outputs(remote):
     store_lib.EncodingStore(f"{root}/store")
   )
   assert files.exists(f"{root}/hessian/hessian.npz")
+  for job in ("hessian", "index"):
+    assert files.exists(f"{root}/{job}/{files.COMPLETED}")
   index = index_core.Index.load(f"{root}/index")
   assert index.kind == "scann" and len(index.ids) == len(
     store_lib.EncodingStore(f"{root}/store")

@@ -8,12 +8,14 @@ import os
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
 
 from pipelines import encode_lib, index_lib, retrieve_lib, score_lib
 from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
@@ -70,12 +72,25 @@ def paths(tiny_run, trackstar_store, tmp_path_factory):
       batch_size=16,
     ),
   )
-  info = score_lib.run_pipeline(
-    TestPipeline(),
-    options=_score_options(
-      tiny_run, root / "score", trackstar_store["hessian_dir"]
-    ),
-  )
+  store = store_lib.EncodingStore(str(trackstar_store["store"]))
+  info_path = root / "score" / score_lib.INFO
+
+  def is_what_score_json_records(infos):
+    (info,) = infos
+    counts = info["counts"]
+    if not (
+      json.loads(json.dumps(info)) == json.load(open(info_path))
+      and counts["scored"] == len(store)
+      and counts["read"] == store.manifest["counts"]["read"]
+    ):
+      raise BeamAssertException(f"{info} is not the job's score.json")
+
+  with TestPipeline() as pipeline:
+    written = pipeline | score_lib.Score(
+      _score_options(tiny_run, root / "score", trackstar_store["hessian_dir"])
+    )
+    assert_that(written, is_what_score_json_records)
+  info = json.load(open(info_path))
   return {**trackstar_store, "root": root, "info": info}
 
 
@@ -217,6 +232,7 @@ def _tampered_hessian(paths, directory, **fingerprint):
   info = json.load(open(source / "hessian.json"))
   info["fingerprint"].update(fingerprint)
   json.dump(info, open(directory / "hessian.json", "w"))
+  files.write_marker(str(directory))
   return directory
 
 

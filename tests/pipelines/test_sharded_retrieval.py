@@ -17,6 +17,7 @@ from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import report as report_lib
@@ -298,7 +299,11 @@ def test_the_index_job_writes_one_shard_per_store_shard(sharded):
     assert info["hessian"]["preconditioner_digest"]
     names = os.listdir(_index_dir(sharded, name))
     assert sorted(names) == sorted(
-      [index_core.INFO, *(s["file"] for s in info["shards"])]
+      [
+        index_core.INFO,
+        files.COMPLETED,
+        *(s["file"] for s in info["shards"]),
+      ]
     )  # No temporary files left, no whole-index copy.
   assert sharded["infos"]["resharded"]["shards"][1]["count"] == 0
 

@@ -2,16 +2,21 @@
 
 import dataclasses
 import json
+import os
+import re
+import shutil
 
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
 
 from pipelines import hessian_lib, index_lib, retrieve_lib
 from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
+from trak_jax import files
 from trak_jax import hessian as hessian_lib_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
@@ -197,6 +202,7 @@ def test_a_hessian_of_another_encoder_is_refused(stages, tiny_run, tmp_path):
   )
   info["fingerprint"]["seed"] = 99
   json.dump(info, open(bad / "hessian.json", "w"))
+  files.write_marker(str(bad))
   with pytest.raises(encoder_lib.FingerprintMismatchError, match="'seed'"):
     index_lib.run_pipeline(
       TestPipeline(),
@@ -223,7 +229,7 @@ def test_an_index_of_another_checkpoint_is_refused(stages, tiny_run, tmp_path):
 
 def _copy_hessian(stages, directory):
   directory.mkdir()
-  for name in ("hessian.npz", "hessian.json"):
+  for name in ("hessian.npz", "hessian.json", files.COMPLETED):
     source = stages["hessian_dir"] / name
     (directory / name).write_bytes(source.read_bytes())
   return directory
@@ -422,3 +428,149 @@ def test_trackstar_one_sided_fits_r_eval_from_uncorrected_queries(
     ),
     atol=1e-4,
   )
+
+
+def _hessian_options(stages, tiny_run, output_dir, config=CONFIG):
+  return hessian_lib.HessianOptions(
+    store_dir=str(stages["store"]),
+    queries=tiny_run["queries"],
+    checkpoint=tiny_run["checkpoint"],
+    output_dir=str(output_dir),
+    encoder_config=config,
+    batch_size=16,
+  )
+
+
+def _brute_force_fit(stages, tiny_run, sizes):
+  """The fit of CONFIG's Hessian from the whole store and every query's φ,
+  accumulated in one pass each."""
+  store = store_lib.EncodingStore(str(stages["store"]))
+  train = hessian_lib_core.Autocorrelation(sizes)
+  train.update(store.load().vectors.astype(np.float64))
+  config = encoder_lib.with_recorded_layout(
+    CONFIG, store.manifest["encoder_config"]
+  )
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  phi = encoder_lib.encode_queries(
+    encoder_lib.from_checkpoint(loaded, config),
+    loaded.tokenizer,
+    data_lib.read_queries(tiny_run["queries"]),
+    batch_size=16,
+    max_len=loaded.max_len,
+    finished=False,
+  )
+  evaluation = hessian_lib_core.Autocorrelation(sizes)
+  evaluation.update(phi.features[phi.finite].astype(np.float64))
+  return hessian_lib_core.fit(CONFIG.hessian, train, evaluation), train
+
+
+def test_the_fit_hessian_transform_equals_a_brute_force_fit(
+  stages, tiny_run, tmp_path
+):
+  sizes = stages["hessian"]["block_sizes"]
+  expected, train = _brute_force_fit(stages, tiny_run, sizes)
+  # A rerun into a finished directory: unfinished until it has run.
+  directory = _copy_hessian(stages, tmp_path / "hessian")
+
+  def equals_the_brute_force_fit(infos):
+    (info,) = infos
+    if not (
+      info["block_sizes"] == sizes
+      and info["train_examples"] == train.count
+      and info["eval_examples"] > 0
+      and info["eigen_k"] == expected.eigen_k
+      and info["mix"] == pytest.approx(expected.mix, rel=1e-6)
+      and info["shrinkage"]
+      == pytest.approx(expected.diagnostics["shrinkage"], abs=1e-5)
+    ):
+      raise BeamAssertException(f"{info} is not the brute-force fit")
+
+  with TestPipeline() as pipeline:
+    info = pipeline | hessian_lib.FitHessian(
+      _hessian_options(stages, tiny_run, directory)
+    )
+    assert_that(info, equals_the_brute_force_fit)
+    assert not (directory / files.COMPLETED).exists()
+  assert (directory / files.COMPLETED).exists()
+  loaded, _ = hessian_lib_core.load(str(directory))
+  for ours, theirs in zip(
+    loaded.blocks, expected.preconditioner.blocks, strict=True
+  ):
+    theirs = np.asarray(theirs)
+    np.testing.assert_allclose(
+      np.asarray(ours), theirs, atol=1e-4 * np.abs(theirs).max()
+    )
+
+
+def test_the_build_index_transform_writes_every_finished_encoding(
+  stages, tmp_path
+):
+  store = store_lib.EncodingStore(str(stages["store"]))
+  directory = tmp_path / "index"
+  digest = stages["hessian"]["preconditioner_digest"]
+
+  def is_a_sharded_index_of_the_store(infos):
+    (info,) = infos
+    counts = [shard["count"] for shard in info["shards"]]
+    if not (
+      info["layout"] == index_core.SHARDED
+      and info["size"] == len(store)
+      and len(counts) == store.num_shards
+      and sum(counts) == len(store)
+      and info["hessian"]["preconditioner_digest"] == digest
+    ):
+      raise BeamAssertException(f"{info} is not an index of the store")
+
+  with TestPipeline() as pipeline:
+    info = pipeline | index_lib.BuildIndex(
+      index_lib.IndexOptions(
+        store_dir=str(stages["store"]),
+        hessian_dir=str(stages["hessian_dir"]),
+        output_dir=str(directory),
+        encoder_config=CONFIG,
+        kind="exact",
+      )
+    )
+    assert_that(info, is_a_sharded_index_of_the_store)
+  assert (directory / files.COMPLETED).exists()
+  index = index_core.Index.load(str(directory))
+  loaded = store.load()
+  preconditioner, _ = hessian_lib_core.load(str(stages["hessian_dir"]))
+  order = np.argsort(loaded.ids)
+  expected = encoder_lib.finish(
+    loaded.vectors[order].astype(np.float32), preconditioner, normalize=True
+  )
+  assert index.ids == sorted(loaded.ids)
+  np.testing.assert_allclose(index.vectors, np.asarray(expected), atol=1e-4)
+
+
+def test_the_jobs_write_their_markers_last(stages):
+  for directory in (stages["hessian_dir"], stages["root"] / "index"):
+    names = sorted(p.name for p in directory.iterdir())
+    assert files.COMPLETED in names
+    assert not [name for name in names if ".tmp-" in name]
+    marker = (directory / files.COMPLETED).stat().st_mtime_ns
+    assert all(
+      (directory / name).stat().st_mtime_ns <= marker for name in names
+    )
+
+
+def test_unfinished_hessian_and_index_directories_are_refused(
+  stages, tiny_run, tmp_path
+):
+  hessian_dir = _copy_hessian(stages, tmp_path / "hessian")
+  os.remove(hessian_dir / files.COMPLETED)
+  message = re.escape(f"{hessian_dir}: no COMPLETED marker: the hessian job")
+  with pytest.raises(files.UnfinishedError, match=message):
+    hessian_lib_core.load(str(hessian_dir))
+  with pytest.raises(files.UnfinishedError, match=message):
+    _build_index(stages, hessian_dir, tmp_path / "other")
+  index_dir = tmp_path / "index"
+  shutil.copytree(stages["root"] / "index", index_dir)
+  os.remove(index_dir / files.COMPLETED)
+  message = re.escape(f"{index_dir}: no COMPLETED marker: the index job")
+  with pytest.raises(files.UnfinishedError, match=message):
+    index_core.Index.load(str(index_dir))
+  loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
+  with pytest.raises(files.UnfinishedError, match=message):
+    retrieve_lib.load_method(loaded, str(index_dir))
