@@ -558,7 +558,12 @@ def test_vector_block_stays_small_as_d_grows():
   )
   small, large = (
     encoder_lib.model_layout(
-      config, projection_lib.ProjectionSpec(allocation="equal", dim=dim)
+      config,
+      # One sketch per matrix: r > 1 rounds the matrices' dims down and the
+      # equal split gives what is left over to the vector block.
+      projection_lib.ProjectionSpec(
+        allocation="equal", dim=dim, kronecker_terms=1
+      ),
     )
     for dim in (4096, 65536)
   )

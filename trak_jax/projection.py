@@ -201,8 +201,6 @@ def make_layout(
     out, vector_dim = _energy_split(spec, shapes, vector_size)
   else:
     out, vector_dim = _split(spec, shapes, vector_size)
-  if spec.kind == "kronecker" and spec.matrix_dims is None:
-    out = {p: _with_terms(out[p], shapes[p], spec.kronecker_terms) for p in out}
   blocks, offset = [], 0
   for path in matrices:
     blocks.append(Block(path, shapes[path], out[path], offset))
@@ -227,7 +225,7 @@ def _split(spec, shapes, vector_size):
   out = {}
   for path, (m, n) in shapes.items():
     left = min(m, k_left)
-    out[path] = (left, min(n, budget // left))
+    out[path] = _sketches(spec, (left, min(n, budget // left)), (m, n))
   used = sum(math.prod(o) for o in out.values())
   return out, spec.dim - used
 
@@ -256,7 +254,9 @@ def _energy_split(spec, shapes, vector_size):
     )
   target = _water_fill({n: max(energy[n], 0.0) for n in names}, caps, spec.dim)
   out = {
-    path: _kronecker_split(target[block_name(path)], m, n)
+    path: _sketches(
+      spec, _kronecker_split(target[block_name(path)], m, n), (m, n)
+    )
     for path, (m, n) in shapes.items()
   }
   used = sum(math.prod(o) for o in out.values())
@@ -294,6 +294,13 @@ def _kronecker_split(k: int, m: int, n: int) -> tuple[int, int]:
   right = max(1, min(n, k // left))
   left = max(1, min(m, k // right))
   return left, right
+
+
+def _sketches(spec, sides, shape):
+  """A matrix's out_shape: its Kronecker sides, split into r sketches."""
+  if spec.kind != "kronecker":
+    return sides
+  return _with_terms(sides, shape, spec.kronecker_terms)
 
 
 def _with_terms(
