@@ -394,7 +394,7 @@ class Score(beam.PTransform):
     summary = {
       "searched": ranked,
       "texts": corpus_texts(parsed.examples),
-    } | retrieve_lib.WriteReport(options.output_dir)
+    } | retrieve_lib.WriteReport(options.output_dir, k=options.k)
     rejected = (
       parsed[encode_lib.Parse.REJECTED],
       shards[REJECTED],

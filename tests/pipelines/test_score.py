@@ -23,7 +23,7 @@ from trak_jax import report as report_lib
 from trak_jax import store as store_lib
 
 CONFIG = STORE_CONFIG
-K = 10
+K = 8  # Not the default 10, so the report's metrics must follow the job's k.
 ATOL = 1e-5
 
 
@@ -210,6 +210,8 @@ def test_score_job_writes_no_store_and_completes_last(paths, tiny_run):
     assert os.stat(directory / name).st_mtime_ns <= completed
   metrics = json.load(open(directory / "metrics.json"))
   assert metrics["queries"] == counts["queries"]
+  method = next(v for v in metrics.values() if isinstance(v, dict))
+  assert set(method) == {"mrr", f"recall@{K}", f"precision@{K}"}
 
 
 def test_the_layout_comes_from_the_hessian(paths):
