@@ -23,6 +23,10 @@ Prints one JSON object:
   (a plain jitted float32 [queries, d] @ [d, shard_rows] on arrays already
   on device, measured after the search, scaled to N rows) and their ratio
   `gflops_fraction_of_matmul` per size (target: >= 0.6);
+- `seconds` per size: the search's total and its reading (with the
+  checksum), scoring (`search_shard`: the shard's rows on the device and
+  their top-k) and merging; `scoring_fraction_of_matmul`, the plain matmul's
+  time over the scoring's: the search without its reading;
 - `exact_equal`: at the smallest size, whether the merged result has the
   ids of exact search over the whole index (`Index.load`, then
   `Index.search`), and scores within 1e-5.
@@ -87,17 +91,24 @@ def write_index(directory: str, *, size: int, dim: int, shard_rows: int):
 
 
 def search(directory: str, info: dict, queries: np.ndarray, *, k: int):
-  """Shard by shard, as the retrieval job: a merged top-k per query."""
+  """Shard by shard, as the retrieval job: a merged top-k per query, and
+  the seconds spent reading (with the checksum), scoring and merging."""
   merged = [[] for _ in queries]
+  seconds = {"read": 0.0, "score": 0.0, "merge": 0.0}
   for shard in range(len(info["shards"])):
-    partials = index_lib.search_shard(
-      index_lib.read_shard(directory, info, shard), queries, k=k
-    )
+    start = time.perf_counter()
+    rows = index_lib.read_shard(directory, info, shard)
+    read = time.perf_counter()
+    partials = index_lib.search_shard(rows, queries, k=k)
+    scored = time.perf_counter()
     merged = [
       index_lib.merge_top_k([m, p], k=k)
       for m, p in zip(merged, partials, strict=True)
     ]
-  return merged
+    seconds["read"] += read - start
+    seconds["score"] += scored - read
+    seconds["merge"] += time.perf_counter() - scored
+  return merged, seconds
 
 
 def matmul_seconds(queries: np.ndarray, *, rows: int, dim: int) -> float:
@@ -124,9 +135,9 @@ def run_size(size: int) -> dict:
     info = write_index(
       directory, size=size, dim=FLAGS.dim, shard_rows=FLAGS.shard_rows
     )
-    search(directory, info, queries[:8], k=FLAGS.k)  # Compile.
+    search(directory, info, queries, k=FLAGS.k)  # Compile, read once.
     start = time.perf_counter()
-    merged = search(directory, info, queries, k=FLAGS.k)
+    merged, parts = search(directory, info, queries, k=FLAGS.k)
     seconds = time.perf_counter() - start
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     flops = 2.0 * len(queries) * FLAGS.dim * size
@@ -138,6 +149,8 @@ def run_size(size: int) -> dict:
       "queries_per_second": len(queries) / seconds,
       "search_gflops": flops / seconds / 1e9,
       "matmul_gflops": flops / (matmul * size / shard_rows) / 1e9,
+      "seconds": {"total": seconds, **parts},
+      "scoring_fraction_of_matmul": matmul * size / shard_rows / parts["score"],
     }
     if FLAGS.child_check:
       found = index_lib.Index.load(directory).search(queries, k=FLAGS.k)
@@ -189,6 +202,10 @@ def main(argv):
         "gflops_fraction_of_matmul": [
           r["search_gflops"] / r["matmul_gflops"] for r in runs
         ],
+        "scoring_fraction_of_matmul": [
+          r["scoring_fraction_of_matmul"] for r in runs
+        ],
+        "seconds": [r["seconds"] for r in runs],
         "exact_equal": check["exact_equal"],
       },
       indent=2,

@@ -35,6 +35,68 @@ def test_top_k_handles_small_key_sets_and_bad_shapes():
     scoring.top_k(np.ones((1, 4)), keys, k=1)
 
 
+@pytest.mark.parametrize("num_keys", [700, 1024, 1030])
+def test_blocks_and_chunks_equal_one_pass_with_ties_by_index(num_keys):
+  # Few distinct rows: many exact ties, across chunks and blocks; chunks of
+  # 64 rows of d = 8 (2 KiB in float32), blocks of 4 chunks (8 KiB), and a
+  # ragged last chunk where num_keys is not a multiple of 64.
+  rng = np.random.default_rng(2)
+  distinct = rng.normal(size=(5, 8)).astype(np.float32)
+  keys = distinct[rng.integers(0, 5, num_keys)]
+  queries = rng.normal(size=(3, 8)).astype(np.float32)
+  result = scoring.top_k(queries, keys, k=12, chunk_size=64, block_bytes=8192)
+  scores = queries @ keys.T
+  # Best first, equal scores by lower index: a stable sort of -scores.
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :12]
+  np.testing.assert_array_equal(result.indices, order)
+  np.testing.assert_allclose(
+    result.scores, np.take_along_axis(scores, order, 1), atol=1e-5
+  )
+
+
+def test_bfloat16_and_int8_keys_are_scored_as_their_float32_values():
+  rng = np.random.default_rng(3)
+  keys = rng.normal(size=(300, 16)).astype(np.float32)
+  queries = rng.normal(size=(4, 16)).astype(np.float32)
+  for stored in (
+    keys.astype(np.dtype("bfloat16")),
+    index_lib.quantize_int8(keys),
+  ):
+    widened = np.asarray(stored, np.float32)
+    expected = scoring.top_k(queries, widened, k=7, chunk_size=32)
+    found = scoring.top_k(
+      queries, stored, k=7, chunk_size=32, block_bytes=32 * 16 * 4
+    )
+    np.testing.assert_array_equal(found.indices, expected.indices)
+    np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_a_shard_reads_back_aligned_as_written(tmp_path, dtype):
+  rng = np.random.default_rng(4)
+  vectors = rng.normal(size=(50, 24)).astype(np.float32)
+  ids = [f"e{i:02d}" for i in range(50)]
+  entry = index_lib.write_shard(
+    str(tmp_path), index=0, num_shards=1, ids=ids, vectors=vectors, dtype=dtype
+  )
+  info = {"dtype": dtype, "dim": 24, "shards": [entry]}
+  shard = index_lib.read_shard(str(tmp_path), info, 0)
+  stored = shard.vectors.codes if dtype == "int8" else shard.vectors
+  assert stored.ctypes.data % scoring.ALIGNMENT == 0
+  expected = index_lib.in_dtype(vectors, dtype)
+  np.testing.assert_array_equal(
+    np.asarray(shard.vectors, np.float32), np.asarray(expected, np.float32)
+  )
+
+
+def test_aligned_arrays_sit_at_the_alignment_and_keep_their_values():
+  array = np.arange(37, dtype=np.float32)[1:].reshape(4, 9)
+  copy = scoring.aligned(array)
+  assert copy.ctypes.data % scoring.ALIGNMENT == 0
+  np.testing.assert_array_equal(copy, array)
+  assert scoring.aligned(copy) is copy  # Already aligned: no copy.
+
+
 @pytest.mark.parametrize(
   "spec",
   [

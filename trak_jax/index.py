@@ -38,6 +38,7 @@ ScaNN: a partitioning tree, asymmetric hashing, and exact re-ordering of the
 best candidates; scores are dot products (cosines, after normalisation).
 """
 
+import concurrent.futures
 import dataclasses
 import heapq
 import itertools
@@ -385,8 +386,35 @@ def _to_file(vectors, dtype: str) -> dict[str, np.ndarray]:
   return {"vectors": vectors}
 
 
+_NPY_HEADERS = {
+  (1, 0): np.lib.format.read_array_header_1_0,
+  (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _read_aligned(arrays, name: str) -> np.ndarray:
+  """Array `name` of an open .npz read straight into a buffer at a
+  `scoring.ALIGNMENT`-byte address, so the device aliases it, not copies."""
+  with arrays.zip.open(f"{name}.npy") as f:
+    header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+    shape, fortran_order, dtype = header(f) if header else ((), True, None)
+    if fortran_order or dtype is None or dtype.hasobject:
+      return scoring.aligned(arrays[name])  # Not as written here: copy.
+    array = scoring.aligned_empty(shape, dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < array.nbytes:
+      read = f.readinto(view[done : done + (1 << 22)])
+      if not read:
+        raise ValueError(
+          f"{name}.npy ends after {done} of {array.nbytes} bytes"
+        )
+      done += read
+  return array
+
+
 def _from_file(arrays, dtype: str):
-  vectors = arrays["vectors"]
+  vectors = _read_aligned(arrays, "vectors")
   if dtype == "int8":
     return Int8Rows(vectors, arrays["scales"])
   if dtype == "bfloat16":
@@ -463,18 +491,25 @@ def read_shard(
   path = os.path.join(directory, entry["file"])
   if not files.exists(path):
     raise IndexShardError(f"index shard {path} is missing")
-  if verify and (actual := files.sha256(path)) != entry["sha256"]:
-    raise IndexShardError(
-      f"index shard {path} is corrupted: its sha256 is {actual}, {INFO} "
-      f"records {entry['sha256']}; rebuild the index"
-    )
-  try:
-    with files.load_npz(path) as arrays:
-      ids = [str(i) for i in arrays["ids"].tolist()]
-      vectors = _from_file(arrays, info["dtype"])
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-    message = f"index shard {path} is unreadable: {error}"
-    raise IndexShardError(message) from None
+  # The checksum is computed while the arrays load; a mismatch is reported
+  # before anything the load found.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    digest = pool.submit(files.sha256, path) if verify else None
+    try:
+      with files.load_npz(path) as arrays:
+        ids = [str(i) for i in arrays["ids"].tolist()]
+        vectors = _from_file(arrays, info["dtype"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+      unreadable = f"index shard {path} is unreadable: {error}"
+    else:
+      unreadable = None
+    if digest is not None and (actual := digest.result()) != entry["sha256"]:
+      raise IndexShardError(
+        f"index shard {path} is corrupted: its sha256 is {actual}, {INFO} "
+        f"records {entry['sha256']}; rebuild the index"
+      )
+  if unreadable:
+    raise IndexShardError(unreadable)
   if len(ids) != entry["count"] or vectors.shape != (len(ids), info["dim"]):
     raise IndexShardError(
       f"index shard {path} holds {len(ids)} ids and vectors of shape "
