@@ -15,6 +15,11 @@ For a checkpoint, a corpus and a query file (DESIGN.md section 5):
    model answers the query; for `trackstar_scann`, also the share of
    TrackStar's exact-search top-10 that ScaNN finds;
 6. write results.json, results.md, plots and the side-by-side report.
+
+Each job (encode, Hessian, index, retrieve) and the slow in-process steps
+(the exact reference, tail-patch) are `Steps`: recorded in steps/ once
+finished, so a rerun with the same output_dir resumes after the last step
+that finished with the same inputs (`EvaluateOptions.resume`).
 """
 
 import collections
@@ -107,6 +112,8 @@ class EvaluateOptions:
       models up to this many parameters.
     scann: When "trackstar" is among `methods`, also search its store and
       Hessian through a ScaNN index (the row `trackstar_scann`).
+    resume: Skip each step that finished in an earlier run into
+      `output_dir` with the same inputs (`Steps`); False reruns every step.
   """
 
   corpus: str
@@ -128,6 +135,7 @@ class EvaluateOptions:
   group_by: tuple[str, ...] = ("frequency_bucket",)
   exact_max_params: int = 20_000_000
   scann: bool = True
+  resume: bool = True
 
 
 def checkpoint_correction(optimizer_name: str | None) -> str:
@@ -180,9 +188,77 @@ def _log(message: str) -> None:
   print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _build_index(make_pipeline, options: index_lib.IndexOptions) -> str:
-  _log(f"{options.kind} index {os.path.basename(options.output_dir)}")
-  index_lib.run_pipeline(make_pipeline(), options=options)
+STEPS_DIR = "steps"  # Under the output directory: a record per finished step.
+
+
+class Steps:
+  """The evaluation's steps, each recorded once it has finished, so that a
+  rerun resumes after the last finished one.
+
+  A step's record (steps/<name>.json) holds what it ran with: the repr of
+  its inputs (a job's options, the checkpoint's header). It is removed
+  before the step runs and written once the step has returned, so a step
+  that failed or was stopped has none. A rerun skips a step whose record
+  holds the same inputs unless a step it reads (`after`) ran in this
+  evaluation. Inputs are compared by value, not by the files' contents: a
+  corpus or checkpoint changed in place needs `resume=False`.
+
+  Args:
+    output_dir: The evaluation's output directory.
+    resume: Whether finished steps are skipped.
+  """
+
+  def __init__(self, output_dir: str, *, resume: bool):
+    self.directory = os.path.join(output_dir, STEPS_DIR)
+    self._resume = resume
+    self.ran: list[str] = []
+    self.skipped: list[str] = []
+
+  def path(self, name: str, suffix: str = ".json") -> str:
+    """Where step `name` keeps its record (or, with another suffix, what it
+    computed in process)."""
+    return os.path.join(self.directory, name + suffix)
+
+  def _recorded(self, name: str) -> dict[str, Any] | None:
+    if not files.exists(self.path(name)):
+      return None
+    with files.open(self.path(name)) as f:
+      return json.load(f)
+
+  def run(
+    self,
+    name: str,
+    inputs: Any,
+    job: Callable[[], Any],
+    *,
+    after: Sequence[str] = (),
+  ) -> bool:
+    """Runs `job` unless step `name` finished before from the same inputs
+    and no step in `after` ran now; returns whether it ran."""
+    record = {"step": name, "inputs": repr(inputs)}
+    fresh = not set(after) & set(self.ran)
+    if self._resume and fresh and self._recorded(name) == record:
+      _log(f"{name}: finished before from the same inputs, skipped")
+      self.skipped.append(name)
+      return False
+    files.makedirs(self.directory)
+    files.remove(self.path(name))
+    job()
+    files.write_json(self.path(name), record)
+    self.ran.append(name)
+    return True
+
+
+def _build_index(
+  make_pipeline, options: index_lib.IndexOptions, steps: Steps, after
+) -> str:
+  name = os.path.basename(options.output_dir)
+
+  def job():
+    _log(f"{options.kind} index {name}")
+    index_lib.run_pipeline(make_pipeline(), options=options)
+
+  steps.run(f"index-{name}", options, job, after=after)
   return options.output_dir
 
 
@@ -190,8 +266,12 @@ def build_indexes(
   options: EvaluateOptions,
   configs: dict[str, encoder_lib.EncoderConfig],
   make_pipeline: Callable[[], Any],
+  steps: Steps,
 ) -> dict[str, str]:
   """Runs encode, hessian and index jobs; returns method -> index dir.
+
+  Each job is a step of `steps` (skipped where it finished before from the
+  same options); an index reads its store's and Hessian's steps.
 
   Every method gets an exact index; TrackStar also a ScaNN one over the same
   store and Hessian (`SCANN`, right after it) unless `options.scann` is off.
@@ -199,25 +279,28 @@ def build_indexes(
   so it also builds on stores too small to partition.
   """
   out = options.output_dir
+  digest = checkpoint_lib.read_header(options.checkpoint).digest
   stores = {}
   for config in configs.values():
     kind = _key(config)
     if kind in stores:
       continue
     stores[kind] = os.path.join(out, "stores", kind)
-    _log(f"encode corpus (correction {kind})")
-    encode_lib.run_pipeline(
-      make_pipeline(),
-      options=encode_lib.EncodeOptions(
-        corpus=options.corpus,
-        checkpoint=options.checkpoint,
-        output_dir=stores[kind],
-        encoder_config=config,
-        num_shards=options.num_shards,
-        batch_size=options.batch_size,
-        energy_queries=options.queries,
-      ),
+    encode = encode_lib.EncodeOptions(
+      corpus=options.corpus,
+      checkpoint=options.checkpoint,
+      output_dir=stores[kind],
+      encoder_config=config,
+      num_shards=options.num_shards,
+      batch_size=options.batch_size,
+      energy_queries=options.queries,
     )
+
+    def encode_job(kind=kind, encode=encode):
+      _log(f"encode corpus (correction {kind})")
+      encode_lib.run_pipeline(make_pipeline(), options=encode)
+
+    steps.run(f"encode-{kind}", (encode, digest), encode_job)
   hessians, indexes = {}, {}
   for name, config in configs.items():
     store_dir = stores[_key(config)]
@@ -226,19 +309,29 @@ def build_indexes(
       hkey = _hessian_key(config)
       if hkey not in hessians:
         hessians[hkey] = os.path.join(out, "hessians", "-".join(hkey))
-        _log(f"fit hessian {hkey}")
-        hessian_lib.run_pipeline(
-          make_pipeline(),
-          options=hessian_lib.HessianOptions(
-            store_dir=store_dir,
-            queries=options.queries,
-            checkpoint=options.checkpoint,
-            output_dir=hessians[hkey],
-            encoder_config=config,
-            batch_size=options.batch_size,
-          ),
+        fit = hessian_lib.HessianOptions(
+          store_dir=store_dir,
+          queries=options.queries,
+          checkpoint=options.checkpoint,
+          output_dir=hessians[hkey],
+          encoder_config=config,
+          batch_size=options.batch_size,
+        )
+
+        def fit_job(hkey=hkey, fit=fit):
+          _log(f"fit hessian {hkey}")
+          hessian_lib.run_pipeline(make_pipeline(), options=fit)
+
+        steps.run(
+          f"hessian-{'-'.join(hkey)}",
+          (fit, digest),
+          fit_job,
+          after=[f"encode-{_key(config)}"],
         )
       hessian_dir = hessians[hkey]
+    reads = [f"encode-{_key(config)}"]
+    if hessian_dir is not None:
+      reads.append(f"hessian-{os.path.basename(hessian_dir)}")
     exact = index_lib.IndexOptions(
       store_dir=store_dir,
       hessian_dir=hessian_dir,
@@ -246,13 +339,15 @@ def build_indexes(
       encoder_config=config,
       kind="exact",
     )
-    indexes[name] = _build_index(make_pipeline, exact)
+    indexes[name] = _build_index(make_pipeline, exact, steps, reads)
     if name == TRACKSTAR and options.scann:
       indexes[SCANN] = _build_index(
         make_pipeline,
         dataclasses.replace(
           exact, output_dir=os.path.join(out, "indexes", SCANN), kind="scann"
         ),
+        steps,
+        reads,
       )
   return indexes
 
@@ -353,6 +448,36 @@ def tail_patch(
       _log(f"tail-patch {row + 1}/{len(chosen)}")
   step = patchers[variants[0]].step_size
   return {m: dict(v) for m, v in values.items()}, step
+
+
+def cached_tail_patch(steps: Steps, records, corpus, queries, loaded, **kw):
+  """`tail_patch` as the step "tailpatch": run and kept in steps/, or read
+  back where it finished before from the same inputs (the same proponents:
+  it reads the retrieve and exact steps)."""
+  cached = steps.path("tailpatch", ".npz")
+  computed = {}
+
+  def job():
+    tail, step = tail_patch(records, corpus, queries, loaded, **kw)
+    computed["tail"] = tail, step
+    flat = {
+      f"{method}\t{metric}": values
+      for method, columns in tail.items()
+      for metric, values in columns.items()
+    }
+    files.save_npz(cached, step_size=np.float64(step), **flat)
+
+  inputs = (sorted(kw.items()), [r["query_id"] for r in records], loaded.digest)
+  steps.run("tailpatch", inputs, job, after=["retrieve", EXACT])
+  if "tail" in computed:
+    return computed["tail"]
+  tail = collections.defaultdict(dict)
+  with files.load_npz(cached) as arrays:
+    for key in arrays.files:
+      if key != "step_size":
+        method, metric = key.split("\t")
+        tail[method][metric] = arrays[key]
+    return dict(tail), float(arrays["step_size"])
 
 
 def per_query_metrics(
@@ -572,7 +697,7 @@ def _index_correction(index_dir: str) -> correction_lib.CorrectionSpec:
   return correction_lib.CorrectionSpec(**info["encoder_config"]["correction"])
 
 
-def add_exact(records, corpus, queries, loaded, options, configs, indexes):
+def add_exact(records, corpus, queries, loaded, options, indexes, steps):
   """Adds the exact reference's proponents to each record; returns, per
   gradient method, its per-query top-10 overlap with the exact ranking and
   the Spearman correlation of its scores with the exact ones, and a note
@@ -592,9 +717,12 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
     )
   by_id = {q.id: q for q in queries}
   ordered = [by_id[r["query_id"]] for r in records]
-  _log("exact reference (whole gradients)")
-  try:
-    exact = exact_lib.exact_scores(
+  cached = steps.path(EXACT, ".npz")
+  computed = {}
+
+  def exact_job():
+    _log("exact reference (whole gradients)")
+    computed["exact"] = exact_lib.exact_scores(
       loaded,
       correction=correction,
       corpus_batches=_corpus_batches(loaded, corpus, options),
@@ -603,9 +731,31 @@ def add_exact(records, corpus, queries, loaded, options, configs, indexes):
       max_params=options.exact_max_params,
       progress=_log,
     )
+    files.save_npz(
+      cached,
+      scores=computed["exact"].scores,
+      ids=np.asarray(computed["exact"].ids, dtype=str),
+    )
+
+  inputs = (
+    options.checkpoint,
+    options.corpus,
+    [q.id for q in ordered],
+    repr(correction),
+    options.exact_max_params,
+    loaded.digest,
+  )
+  try:
+    steps.run(EXACT, inputs, exact_job)
   except exact_lib.TooLargeError as error:
     _log(f"no exact reference: {error}")
     return {}, str(error)
+  exact = computed.get("exact")
+  if exact is None:  # Finished before: read what it computed.
+    with files.load_npz(cached) as arrays:
+      exact = exact_lib.ExactScores(
+        scores=arrays["scores"], ids=[str(i) for i in arrays["ids"]]
+      )
   top = exact_lib.top_k(exact.scores, exact.ids, k=options.k)
   for record, (ranked, scores) in zip(records, top, strict=True):
     relevant = set(record["relevant_ids"])
@@ -752,20 +902,28 @@ def run_evaluation(
   header = checkpoint_lib.read_header(options.checkpoint)
   _check_step_size(options, header)
   configs = method_configs(options, optimizer_name(header))
-  indexes = build_indexes(options, configs, make_pipeline)
-  _log("retrieve with every method")
+  steps = Steps(options.output_dir, resume=options.resume)
+  indexes = build_indexes(options, configs, make_pipeline, steps)
   report_dir = os.path.join(options.output_dir, "report")
-  retrieve_lib.run_pipeline(
-    make_pipeline(),
-    options=retrieve_lib.RetrieveOptions(
-      queries=options.queries,
-      checkpoint=options.checkpoint,
-      corpus=options.corpus,
-      indexes=tuple(indexes.items()),
-      output_dir=report_dir,
-      k=options.k,
-      batch_size=options.batch_size,
-    ),
+  retrieve = retrieve_lib.RetrieveOptions(
+    queries=options.queries,
+    checkpoint=options.checkpoint,
+    corpus=options.corpus,
+    indexes=tuple(indexes.items()),
+    output_dir=report_dir,
+    k=options.k,
+    batch_size=options.batch_size,
+  )
+
+  def retrieve_job():
+    _log("retrieve with every method")
+    retrieve_lib.run_pipeline(make_pipeline(), options=retrieve)
+
+  steps.run(
+    "retrieve",
+    (retrieve, header.digest),
+    retrieve_job,
+    after=[f"index-{name}" for name in indexes],
   )
   records = report_lib.read_report_jsonl(
     os.path.join(report_dir, "report.jsonl")
@@ -780,14 +938,15 @@ def run_evaluation(
   methods = [BM25, *indexes]
   loaded = checkpoint_lib.load_checkpoint(options.checkpoint)
   agreement, exact_note = add_exact(
-    records, corpus, queries, loaded, options, configs, indexes
+    records, corpus, queries, loaded, options, indexes, steps
   )
   if exact_note is None:
     methods.append(EXACT)
   _log("tail-patch")
   # ScaNN's proponents are nearly TrackStar's: tail-patch (the slow part)
   # leaves them out, and results.md shows its tail_patch as not measured.
-  tail, step_size = tail_patch(
+  tail, step_size = cached_tail_patch(
+    steps,
     records,
     corpus,
     queries,
@@ -831,6 +990,7 @@ def run_evaluation(
       "trackstar", next(iter(configs.values()))
     ).correction.kind,
     "factored": options.factored,
+    "steps": {"ran": steps.ran, "skipped": steps.skipped},
   }
   write_outputs(options, records, summary, meta)
   relevant, other = (
@@ -876,6 +1036,7 @@ def evaluate(
   hessian_mix: float | None = None,
   group_by: Sequence[str] = ("frequency_bucket",),
   scann: bool = True,
+  resume: bool = True,
 ) -> dict[str, Any]:
   """Runs the evaluation with default settings, prints the table.
 
@@ -883,7 +1044,8 @@ def evaluate(
   TrackStar's λ (None: the k-th-eigenvalue rule); `tailpatch_step_size`
   the learning rate of tail-patch's step (None: the checkpoint's);
   `tailpatch_variants` its steps (the first is the headline); `scann`
-  adds the row `trackstar_scann` (TrackStar searched through ScaNN).
+  adds the row `trackstar_scann` (TrackStar searched through ScaNN);
+  `resume` skips the steps that finished before (`Steps`).
   """
   options = EvaluateOptions(
     corpus=corpus,
@@ -901,6 +1063,7 @@ def evaluate(
     tailpatch_variants=tuple(tailpatch_variants),
     group_by=tuple(group_by),
     scann=scann,
+    resume=resume,
   )
   results = run_evaluation(options, make_pipeline=make_pipeline)
   with files.open(os.path.join(output_dir, "results.md")) as f:

@@ -52,6 +52,13 @@ _SCANN = flags.DEFINE_bool(
   "Also search TrackStar's store and Hessian through ScaNN (the row "
   "trackstar_scann); --noscann leaves it out.",
 )
+_RESUME = flags.DEFINE_bool(
+  "resume",
+  True,
+  "Skip the steps (jobs, exact reference, tail-patch) that finished in an "
+  "earlier run into --output_dir from the same inputs; --noresume reruns "
+  "them all.",
+)
 
 
 def train_if_needed(output_dir: str) -> str:
@@ -89,6 +96,7 @@ def main(argv):
     hessian_mix=_MIX.value,
     group_by=_GROUP_BY.value,
     scann=_SCANN.value,
+    resume=_RESUME.value,
   )
   print(json.dumps({"seconds": results["meta"]["seconds"]}))
 

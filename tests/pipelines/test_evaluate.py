@@ -1,5 +1,6 @@
 """A small end-to-end evaluation run."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -227,3 +228,75 @@ def test_influence_table_has_every_variant_and_top_k(evaluation):
     assert headline == pytest.approx(
       overall[method]["tp_checkpoint_dlogp@10"]["mean"], rel=1e-6
     )
+
+
+def test_a_rerun_resumes_after_the_finished_steps(
+  evaluation, tiny_run, monkeypatch
+):
+  out, results = evaluation
+  # Other tests read the first run's outputs: put them back afterwards.
+  written = {p: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("a finished step ran again")
+
+  for module in (
+    evaluate_lib.encode_lib,
+    evaluate_lib.hessian_lib,
+    evaluate_lib.index_lib,
+    evaluate_lib.retrieve_lib,
+  ):
+    monkeypatch.setattr(module, "run_pipeline", must_not_run)
+  monkeypatch.setattr(evaluate_lib.exact_lib, "exact_scores", must_not_run)
+  real_tail_patch = evaluate_lib.tail_patch
+  monkeypatch.setattr(evaluate_lib, "tail_patch", must_not_run)
+  options = evaluate_lib.EvaluateOptions(
+    corpus=tiny_run["corpus"],
+    queries=tiny_run["queries"],
+    checkpoint=tiny_run["checkpoint"],
+    output_dir=str(out),
+    methods=("grad_dot", "trackstar"),
+    projection=projection_lib.ProjectionSpec(dim=128),
+    tailpatch_queries=4,
+    tailpatch_variants=("checkpoint", "checkpoint_noclip", "sgd"),
+    num_shards=1,
+    batch_size=16,
+  )
+  try:
+    again = evaluate_lib.run_evaluation(options, make_pipeline=TestPipeline)
+    assert again["meta"]["steps"]["ran"] == []
+    assert set(again["meta"]["steps"]["skipped"]) >= {
+      "encode-none",
+      "retrieve",
+      "exact",
+      "tailpatch",
+    }
+    # As JSON: NaN (no tail-patch past the limit) equals itself there.
+    assert json.dumps(again["summary"], sort_keys=True) == json.dumps(
+      results["summary"], sort_keys=True
+    )
+    # Another tail-patch limit: only tail-patch runs again.
+    monkeypatch.setattr(evaluate_lib, "tail_patch", real_tail_patch)
+    fewer = evaluate_lib.run_evaluation(
+      dataclasses.replace(options, tailpatch_queries=2),
+      make_pipeline=TestPipeline,
+    )
+    assert fewer["meta"]["steps"]["ran"] == ["tailpatch"]
+    tail = fewer["summary"]["all"]["trackstar"]["tail_patch"]
+    assert tail["n"] == 2
+    # A step without its record (failed, stopped) runs again, and what
+    # reads it too.
+    (out / "steps" / "retrieve.json").unlink()
+    monkeypatch.setattr(
+      evaluate_lib.retrieve_lib,
+      "run_pipeline",
+      lambda *args, **kwargs: None,  # Its report is already there.
+    )
+    redone = evaluate_lib.run_evaluation(
+      dataclasses.replace(options, tailpatch_queries=2),
+      make_pipeline=TestPipeline,
+    )
+    assert redone["meta"]["steps"]["ran"] == ["retrieve", "tailpatch"]
+  finally:
+    for path, content in written.items():
+      path.write_bytes(content)
