@@ -30,6 +30,13 @@ _SEARCH = flags.DEFINE_enum(
   "item, partial top-k merged per query) or mesh (loaded onto all devices "
   "of the worker that encodes the queries, searched as one SPMD program).",
 )
+_APPROX_RECALL_TARGET = flags.DEFINE_float(
+  "approx_recall_target",
+  None,
+  "With --search=mesh: pick candidates with jax.lax.approx_max_k at this "
+  "recall target, in (0, 1] (default: exact top-k). Recorded in "
+  "metrics.json's search.",
+)
 
 
 def parse_indexes(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -61,6 +68,7 @@ def main(argv):
     output_dir=_OUTPUT_DIR.value,
     k=_K.value,
     search=_SEARCH.value,
+    approx_recall_target=_APPROX_RECALL_TARGET.value,
   )
   summary = retrieve_lib.run_pipeline(launch.make_pipeline(), options=options)
   print(json.dumps(summary, indent=2))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import json
 import os
 import random
 import shutil
@@ -17,7 +18,7 @@ from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import files
+from trak_jax import files, mesh_search
 from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import report as report_lib
@@ -528,3 +529,68 @@ def test_scann_per_shard_keeps_recall_and_records_it(sharded, tmp_path):
     exact = {i for i, _ in _found(record, "resharded")}
     recalls.append(len({i for i, _ in merged} & exact) / K)
   assert np.mean(recalls) >= 0.8
+
+
+def test_approx_mesh_search_meets_its_recall_target(sharded, monkeypatch):
+  target = 0.9
+  calls = []
+  search = mesh_search.search
+
+  def spy(corpus, queries, **options):
+    calls.append(options)
+    return search(corpus, queries, **options)
+
+  monkeypatch.setattr(mesh_search, "search", spy)
+  root = sharded["root"]
+  options = retrieve_lib.RetrieveOptions(
+    queries=str(sharded["queries_path"]),
+    checkpoint=str(sharded["checkpoint_path"]),
+    corpus=str(sharded["corpus_path"]),
+    indexes=(("exact", _index_dir(sharded, "exact")),),
+    output_dir=str(root / "approx-report"),
+    k=K,
+    batch_size=8,
+    search="mesh",
+    approx_recall_target=target,
+  )
+  metrics = retrieve_lib.run_pipeline(TestPipeline(), options=options)
+  assert calls and all(
+    c["approx"] is True and c["recall_target"] == target for c in calls
+  )
+  assert metrics["search"] == {
+    "mode": "mesh",
+    "approx": True,
+    "recall_target": target,
+  }
+  records = report_lib.read_report_jsonl(
+    str(root / "approx-report/report.jsonl")
+  )
+  approx = {r["query_id"]: r for r in records}
+  assert sorted(approx) == sorted(r["query_id"] for r in sharded["records"])
+  for record in sharded["records"]:  # Exact shard-by-shard search's.
+    exact = {i for i, _ in _found(record, "exact")}
+    found = [i for i, _ in _found(approx[record["query_id"]], "exact")]
+    assert len(found) == len(set(found)) == K
+    assert len(set(found) & exact) / K >= target
+
+
+def test_the_job_records_exact_search_and_refuses_bad_recall_targets(
+  sharded,
+):
+  report = sharded["root"] / "report" / "metrics.json"
+  assert json.loads(report.read_text())["search"] == {
+    "mode": "beam",
+    "approx": False,
+    "recall_target": None,
+  }
+  options = retrieve_lib.RetrieveOptions(
+    queries="q", checkpoint="c", corpus="x", indexes=(), output_dir="o"
+  )
+  with pytest.raises(ValueError, match="approx_recall_target=0.9 needs search"):
+    dataclasses.replace(options, approx_recall_target=0.9)
+  for bad in (0.0, 1.5, -0.1):
+    with pytest.raises(ValueError, match=f"approx_recall_target={bad}"):
+      dataclasses.replace(options, search="mesh", approx_recall_target=bad)
+  assert dataclasses.replace(  # The top of the range is allowed.
+    options, search="mesh", approx_recall_target=1.0
+  ).search_settings() == {"mode": "mesh", "approx": True, "recall_target": 1.0}
