@@ -594,3 +594,53 @@ def test_the_job_records_exact_search_and_refuses_bad_recall_targets(
   assert dataclasses.replace(  # The top of the range is allowed.
     options, search="mesh", approx_recall_target=1.0
   ).search_settings() == {"mode": "mesh", "approx": True, "recall_target": 1.0}
+
+
+def test_scann_per_shard_through_the_retrieve_job(sharded, tmp_path):
+  store_dir, hessian_dir, _ = sharded["methods"]["resharded"]  # One empty.
+  index_dir = str(tmp_path / "scann")
+  info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=index_dir,
+      encoder_config=CONFIG,
+      kind=index_core.SCANN_SHARDED,
+      scann=index_core.ScannSpec(reorder_k=50),
+    ),
+  )
+  assert info["kind"] == "scann_sharded" and info["dtype"] == "float32"
+  assert sum(entry["scann"] is not None for entry in info["shards"]) >= 2
+  options = retrieve_lib.RetrieveOptions(
+    queries=str(sharded["queries_path"]),
+    checkpoint=str(sharded["checkpoint_path"]),
+    corpus=str(sharded["corpus_path"]),
+    indexes=(("scann", index_dir),),
+    output_dir=str(tmp_path / "report"),
+    k=K,
+    batch_size=8,
+  )
+  work = retrieve_lib._shard_work(options)
+  assert work == [("scann", index_dir, i) for i in range(len(info["shards"]))]
+  metrics = retrieve_lib.run_pipeline(TestPipeline(), options=options)
+  assert metrics["queries"] == len(sharded["queries"])
+  records = report_lib.read_report_jsonl(str(tmp_path / "report/report.jsonl"))
+  by_query = {r["query_id"]: r for r in records}
+  assert sorted(by_query) == sorted(r["query_id"] for r in sharded["records"])
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  features = _query_features(sharded, "resharded")
+  recalls = []
+  for record in sharded["records"]:  # Exact shard-by-shard search's.
+    found = _found(by_query[record["query_id"]], "scann")
+    assert len(found) == len({i for i, _ in found}) == K
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True)
+    # ScaNN re-scores its candidates exactly: the true dot products.
+    truth = _brute_force(ids, vectors, features[record["query_id"]])
+    np.testing.assert_allclose(scores, [truth[i] for i, _ in found], atol=1e-5)
+    exact = {i for i, _ in _found(record, "resharded")}
+    recalls.append(len({i for i, _ in found} & exact) / K)
+  assert np.mean(recalls) >= 0.8 and min(recalls) >= 0.5
+  report = by_query[sharded["records"][0]["query_id"]]
+  assert all(p["text"] for p in report["results"]["scann"]["proponents"])
