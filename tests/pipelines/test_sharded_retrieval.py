@@ -6,6 +6,9 @@ import json
 import os
 import random
 import shutil
+import socket
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -644,3 +647,66 @@ def test_scann_per_shard_through_the_retrieve_job(sharded, tmp_path):
   assert np.mean(recalls) >= 0.8 and min(recalls) >= 0.5
   report = by_query[sharded["records"][0]["query_id"]]
   assert all(p["text"] for p in report["results"]["scann"]["proponents"])
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_jax_processes_retrieve_on_one_global_mesh(sharded, tmp_path):
+  methods = ("exact", "resharded")
+  output_dir = tmp_path / "report"
+  args = [
+    sys.executable,
+    "-m",
+    "pipelines.retrieve_main",
+    f"--queries={sharded['queries_path']}",
+    f"--checkpoint={sharded['checkpoint_path']}",
+    f"--corpus={sharded['corpus_path']}",
+    *[f"--index={name}={_index_dir(sharded, name)}" for name in methods],
+    f"--output_dir={output_dir}",
+    f"--k={K}",
+    "--search=mesh",
+    "--distributed",
+    f"--coordinator_address=localhost:{_free_port()}",
+    "--num_processes=2",
+  ]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  procs = [
+    subprocess.Popen(
+      [*args, f"--process_id={i}"],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+  metrics = json.loads((output_dir / "metrics.json").read_text())
+  assert metrics["search"] == {
+    "mode": "mesh",
+    "approx": False,
+    "recall_target": None,
+    "processes": 2,
+  }
+  records = report_lib.read_report_jsonl(str(output_dir / "report.jsonl"))
+  by_query = {r["query_id"]: r for r in records}
+  assert sorted(by_query) == sorted(r["query_id"] for r in sharded["records"])
+  for name in methods:
+    store_dir, hessian_dir, _ = sharded["methods"][name]
+    ids, vectors = _finished_store(store_dir, hessian_dir)
+    features = _query_features(sharded, name)
+    for record in sharded["records"]:  # The single-process Beam job's.
+      scores = _brute_force(ids, vectors, features[record["query_id"]])
+      found = _found(by_query[record["query_id"]], name)
+      _assert_same_ranking(found, _found(record, name), scores, atol=1e-5)
+      texts = [
+        p["text"]
+        for p in by_query[record["query_id"]]["results"][name]["proponents"]
+      ]
+      assert all(texts)
