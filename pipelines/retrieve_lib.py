@@ -19,7 +19,10 @@ With `search="mesh"` each worker that encodes queries instead streams the
 sharded indexes onto its device mesh (`mesh_search.load_index`, each
 device one block of rows) and searches them there as one SPMD program:
 the same ids and scores, with no shard work items. A ScaNN (or unsharded)
-index is loaded by each worker and searched there.
+index is loaded by each worker and searched there. With
+`approx_recall_target` the mesh picks candidates with
+`jax.lax.approx_max_k` at that recall target (approximate on TPU, exact on
+CPU); metrics.json's "search" records how the job searched.
 """
 
 import dataclasses
@@ -58,6 +61,9 @@ class RetrieveOptions:
       shard a work item, partial top-k merged by `MergeTopK`) or "mesh"
       (each worker that encodes queries loads them onto all of its devices
       and searches there, `mesh_search`; run one such worker per host).
+    approx_recall_target: With search="mesh", search the sharded exact
+      indexes with `jax.lax.approx_max_k` at this recall target, in (0, 1];
+      None: exact top-k.
   """
 
   queries: str
@@ -68,12 +74,32 @@ class RetrieveOptions:
   k: int = 10
   batch_size: int = 32
   search: str = "beam"
+  approx_recall_target: float | None = None
 
   def __post_init__(self):
     if self.search not in SEARCHES:
       raise ValueError(
         f"search={self.search!r} is not one of {', '.join(SEARCHES)}"
       )
+    target = self.approx_recall_target
+    if target is None:
+      return
+    if self.search != "mesh":
+      raise ValueError(
+        f"approx_recall_target={target!r} needs search='mesh' (approx_max_k "
+        f"runs on the mesh), not search={self.search!r}"
+      )
+    if not 0 < target <= 1:
+      raise ValueError(f"approx_recall_target={target!r} is not in (0, 1]")
+
+  def search_settings(self) -> dict[str, Any]:
+    """metrics.json's "search": how the sharded exact indexes were searched."""
+    approx = self.approx_recall_target is not None
+    return {
+      "mode": self.search,
+      "approx": approx,
+      "recall_target": self.approx_recall_target,
+    }
 
 
 SEARCHES = ("beam", "mesh")  # RetrieveOptions.search
@@ -154,6 +180,13 @@ class SearchQueries(beam.DoFn):
       methods[name] = (encoder, index)
     return methods
 
+  def _search_options(self, index) -> dict[str, Any]:
+    """approx_max_k's options for an index on the mesh, else none."""
+    target = self._options.approx_recall_target
+    if target is None or not isinstance(index, mesh_search.MeshCorpus):
+      return {}
+    return {"approx": True, "recall_target": target}
+
   def process(self, queries) -> Iterator[Any]:
     queries = list(queries)
     loaded = self._loaded
@@ -174,7 +207,9 @@ class SearchQueries(beam.DoFn):
         ids = [q.id for q in queries]
         yield beam.pvalue.TaggedOutput(ENCODED, (name, ids, features))
       else:
-        results[name] = index.search(encoded.features, k=self._options.k)
+        results[name] = index.search(
+          encoded.features, k=self._options.k, **self._search_options(index)
+        )
     for row, query in enumerate(queries):
       self._searched.inc()
       yield (
@@ -392,12 +427,21 @@ def retrieval_metrics(
 
 
 def write_outputs(
-  records: list[dict], *, output_dir: str, k: int = metrics_lib.K
+  records: list[dict],
+  *,
+  output_dir: str,
+  k: int = metrics_lib.K,
+  search: dict[str, Any] | None = None,
 ) -> dict:
+  """Writes report.jsonl, metrics.json (`retrieval_metrics`, with `search`,
+  the job's search settings, under "search" if given) and report.html;
+  returns metrics.json's content."""
   records = sorted(records, key=lambda r: r["query_id"])
   files.makedirs(output_dir)
   report.write_report_jsonl(records, os.path.join(output_dir, "report.jsonl"))
   summary = retrieval_metrics(records, k=k)
+  if search is not None:
+    summary["search"] = search
   with files.open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
   report.write_report_html(
@@ -429,12 +473,19 @@ class WriteReport(beam.PTransform):
   """{"searched": (query id, partial record with every method's ranked
   proponents), "texts": (example id, text)} -> report.jsonl, metrics.json
   and report.html in `output_dir`; outputs metrics.json's content, its
-  metrics at `k`."""
+  metrics at `k` and `search` (the job's search settings) if given."""
 
-  def __init__(self, output_dir: str, *, k: int = metrics_lib.K):
+  def __init__(
+    self,
+    output_dir: str,
+    *,
+    k: int = metrics_lib.K,
+    search: dict[str, Any] | None = None,
+  ):
     super().__init__()
     self._output_dir = output_dir
     self._k = k
+    self._search = search
 
   def expand(self, inputs):
     searched = inputs["searched"]
@@ -460,7 +511,12 @@ class WriteReport(beam.PTransform):
       )
       | "Collect" >> beam.combiners.ToList()
       | "Write"
-      >> beam.Map(write_outputs, output_dir=self._output_dir, k=self._k)
+      >> beam.Map(
+        write_outputs,
+        output_dir=self._output_dir,
+        k=self._k,
+        search=self._search,
+      )
     )
 
 
@@ -474,7 +530,7 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: RetrieveOptions) -> dict:
     | "ParseTexts" >> beam.FlatMap(_parse_text)
   )
   _ = {"searched": searched, "texts": corpus} | WriteReport(
-    options.output_dir, k=options.k
+    options.output_dir, k=options.k, search=options.search_settings()
   )
   pipeline.run().wait_until_finish()
   with files.open(os.path.join(options.output_dir, "metrics.json")) as f:

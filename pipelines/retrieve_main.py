@@ -4,6 +4,13 @@ r"""Retrieves proponents for a query file and writes a browsable report.
     --checkpoint=out/demo/model --corpus=out/demo/data/corpus.jsonl \
     --index=trackstar=out/demo/indexes/trackstar \
     --index=grad_dot=out/demo/indexes/grad_dot --output_dir=out/demo/report
+
+With `--distributed` (or TRAK_JAX_DISTRIBUTED=1) every process of a
+multi-host JAX job runs this binary with `--search=mesh`: the sharded exact
+indexes lie on one global mesh over all processes' devices and process 0
+writes the report (pipelines/retrieve_distributed.py), without Beam.
+Elsewhere than a TPU VM slice pass --coordinator_address, --num_processes
+and --process_id.
 """
 
 import json
@@ -11,6 +18,7 @@ import json
 from absl import app, flags, logging
 
 from pipelines import launch, retrieve_lib
+from trak_jax import distributed
 
 _QUERIES = flags.DEFINE_string("queries", None, "Query JSONL.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -29,6 +37,28 @@ _SEARCH = flags.DEFINE_enum(
   "How sharded exact indexes are searched: beam (every index shard a work "
   "item, partial top-k merged per query) or mesh (loaded onto all devices "
   "of the worker that encodes the queries, searched as one SPMD program).",
+)
+_APPROX_RECALL_TARGET = flags.DEFINE_float(
+  "approx_recall_target",
+  None,
+  "With --search=mesh: pick candidates with jax.lax.approx_max_k at this "
+  "recall target, in (0, 1] (default: exact top-k). Recorded in "
+  "metrics.json's search.",
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed",
+  None,
+  "Retrieve as one of several JAX processes, with --search=mesh (default: "
+  "TRAK_JAX_DISTRIBUTED).",
+)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "host:port of process 0 (not on TPU VMs)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Processes in the job (not on TPU VMs)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's index (not on TPU VMs)."
 )
 
 
@@ -52,6 +82,13 @@ def parse_indexes(values: list[str]) -> tuple[tuple[str, str], ...]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  is_distributed = distributed.requested(_DISTRIBUTED.value)
+  if is_distributed:
+    distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   launch.parse_gin()
   options = retrieve_lib.RetrieveOptions(
     queries=_QUERIES.value,
@@ -61,8 +98,16 @@ def main(argv):
     output_dir=_OUTPUT_DIR.value,
     k=_K.value,
     search=_SEARCH.value,
+    approx_recall_target=_APPROX_RECALL_TARGET.value,
   )
-  summary = retrieve_lib.run_pipeline(launch.make_pipeline(), options=options)
+  if is_distributed:
+    from pipelines import retrieve_distributed
+
+    summary = retrieve_distributed.run(options)
+    if summary is None:
+      return  # Process 0 writes the report.
+  else:
+    summary = retrieve_lib.run_pipeline(launch.make_pipeline(), options=options)
   print(json.dumps(summary, indent=2))
   print(f"report: {options.output_dir}/report.html")
 

@@ -2,9 +2,13 @@
 
 import dataclasses
 import itertools
+import json
 import os
 import random
 import shutil
+import socket
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +21,7 @@ from tests.pipelines.conftest import STORE_CONFIG
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import files
+from trak_jax import files, mesh_search
 from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import report as report_lib
@@ -528,3 +532,181 @@ def test_scann_per_shard_keeps_recall_and_records_it(sharded, tmp_path):
     exact = {i for i, _ in _found(record, "resharded")}
     recalls.append(len({i for i, _ in merged} & exact) / K)
   assert np.mean(recalls) >= 0.8
+
+
+def test_approx_mesh_search_meets_its_recall_target(sharded, monkeypatch):
+  target = 0.9
+  calls = []
+  search = mesh_search.search
+
+  def spy(corpus, queries, **options):
+    calls.append(options)
+    return search(corpus, queries, **options)
+
+  monkeypatch.setattr(mesh_search, "search", spy)
+  root = sharded["root"]
+  options = retrieve_lib.RetrieveOptions(
+    queries=str(sharded["queries_path"]),
+    checkpoint=str(sharded["checkpoint_path"]),
+    corpus=str(sharded["corpus_path"]),
+    indexes=(("exact", _index_dir(sharded, "exact")),),
+    output_dir=str(root / "approx-report"),
+    k=K,
+    batch_size=8,
+    search="mesh",
+    approx_recall_target=target,
+  )
+  metrics = retrieve_lib.run_pipeline(TestPipeline(), options=options)
+  assert calls and all(
+    c["approx"] is True and c["recall_target"] == target for c in calls
+  )
+  assert metrics["search"] == {
+    "mode": "mesh",
+    "approx": True,
+    "recall_target": target,
+  }
+  records = report_lib.read_report_jsonl(
+    str(root / "approx-report/report.jsonl")
+  )
+  approx = {r["query_id"]: r for r in records}
+  assert sorted(approx) == sorted(r["query_id"] for r in sharded["records"])
+  for record in sharded["records"]:  # Exact shard-by-shard search's.
+    exact = {i for i, _ in _found(record, "exact")}
+    found = [i for i, _ in _found(approx[record["query_id"]], "exact")]
+    assert len(found) == len(set(found)) == K
+    assert len(set(found) & exact) / K >= target
+
+
+def test_the_job_records_exact_search_and_refuses_bad_recall_targets(
+  sharded,
+):
+  report = sharded["root"] / "report" / "metrics.json"
+  assert json.loads(report.read_text())["search"] == {
+    "mode": "beam",
+    "approx": False,
+    "recall_target": None,
+  }
+  options = retrieve_lib.RetrieveOptions(
+    queries="q", checkpoint="c", corpus="x", indexes=(), output_dir="o"
+  )
+  with pytest.raises(ValueError, match="approx_recall_target=0.9 needs search"):
+    dataclasses.replace(options, approx_recall_target=0.9)
+  for bad in (0.0, 1.5, -0.1):
+    with pytest.raises(ValueError, match=f"approx_recall_target={bad}"):
+      dataclasses.replace(options, search="mesh", approx_recall_target=bad)
+  assert dataclasses.replace(  # The top of the range is allowed.
+    options, search="mesh", approx_recall_target=1.0
+  ).search_settings() == {"mode": "mesh", "approx": True, "recall_target": 1.0}
+
+
+def test_scann_per_shard_through_the_retrieve_job(sharded, tmp_path):
+  store_dir, hessian_dir, _ = sharded["methods"]["resharded"]  # One empty.
+  index_dir = str(tmp_path / "scann")
+  info = index_lib.run_pipeline(
+    TestPipeline(),
+    options=index_lib.IndexOptions(
+      store_dir=store_dir,
+      hessian_dir=hessian_dir,
+      output_dir=index_dir,
+      encoder_config=CONFIG,
+      kind=index_core.SCANN_SHARDED,
+      scann=index_core.ScannSpec(reorder_k=50),
+    ),
+  )
+  assert info["kind"] == "scann_sharded" and info["dtype"] == "float32"
+  assert sum(entry["scann"] is not None for entry in info["shards"]) >= 2
+  options = retrieve_lib.RetrieveOptions(
+    queries=str(sharded["queries_path"]),
+    checkpoint=str(sharded["checkpoint_path"]),
+    corpus=str(sharded["corpus_path"]),
+    indexes=(("scann", index_dir),),
+    output_dir=str(tmp_path / "report"),
+    k=K,
+    batch_size=8,
+  )
+  work = retrieve_lib._shard_work(options)
+  assert work == [("scann", index_dir, i) for i in range(len(info["shards"]))]
+  metrics = retrieve_lib.run_pipeline(TestPipeline(), options=options)
+  assert metrics["queries"] == len(sharded["queries"])
+  records = report_lib.read_report_jsonl(str(tmp_path / "report/report.jsonl"))
+  by_query = {r["query_id"]: r for r in records}
+  assert sorted(by_query) == sorted(r["query_id"] for r in sharded["records"])
+  ids, vectors = _finished_store(store_dir, hessian_dir)
+  features = _query_features(sharded, "resharded")
+  recalls = []
+  for record in sharded["records"]:  # Exact shard-by-shard search's.
+    found = _found(by_query[record["query_id"]], "scann")
+    assert len(found) == len({i for i, _ in found}) == K
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True)
+    # ScaNN re-scores its candidates exactly: the true dot products.
+    truth = _brute_force(ids, vectors, features[record["query_id"]])
+    np.testing.assert_allclose(scores, [truth[i] for i, _ in found], atol=1e-5)
+    exact = {i for i, _ in _found(record, "resharded")}
+    recalls.append(len({i for i, _ in found} & exact) / K)
+  assert np.mean(recalls) >= 0.8 and min(recalls) >= 0.5
+  report = by_query[sharded["records"][0]["query_id"]]
+  assert all(p["text"] for p in report["results"]["scann"]["proponents"])
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_jax_processes_retrieve_on_one_global_mesh(sharded, tmp_path):
+  methods = ("exact", "resharded")
+  output_dir = tmp_path / "report"
+  args = [
+    sys.executable,
+    "-m",
+    "pipelines.retrieve_main",
+    f"--queries={sharded['queries_path']}",
+    f"--checkpoint={sharded['checkpoint_path']}",
+    f"--corpus={sharded['corpus_path']}",
+    *[f"--index={name}={_index_dir(sharded, name)}" for name in methods],
+    f"--output_dir={output_dir}",
+    f"--k={K}",
+    "--search=mesh",
+    "--distributed",
+    f"--coordinator_address=localhost:{_free_port()}",
+    "--num_processes=2",
+  ]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  procs = [
+    subprocess.Popen(
+      [*args, f"--process_id={i}"],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+  metrics = json.loads((output_dir / "metrics.json").read_text())
+  assert metrics["search"] == {
+    "mode": "mesh",
+    "approx": False,
+    "recall_target": None,
+    "processes": 2,
+  }
+  records = report_lib.read_report_jsonl(str(output_dir / "report.jsonl"))
+  by_query = {r["query_id"]: r for r in records}
+  assert sorted(by_query) == sorted(r["query_id"] for r in sharded["records"])
+  for name in methods:
+    store_dir, hessian_dir, _ = sharded["methods"][name]
+    ids, vectors = _finished_store(store_dir, hessian_dir)
+    features = _query_features(sharded, name)
+    for record in sharded["records"]:  # The single-process Beam job's.
+      scores = _brute_force(ids, vectors, features[record["query_id"]])
+      found = _found(by_query[record["query_id"]], name)
+      _assert_same_ranking(found, _found(record, name), scores, atol=1e-5)
+      texts = [
+        p["text"]
+        for p in by_query[record["query_id"]]["results"][name]["proponents"]
+      ]
+      assert all(texts)
