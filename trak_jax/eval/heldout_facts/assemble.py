@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 
 from trak_jax.eval import factbench
+from trak_jax.eval.factbench.records import fact_id_at
 from trak_jax.eval.heldout_facts import corpus, world
 from trak_jax.eval.heldout_facts.config import HeldoutFactsConfig, bucket_of
 from trak_jax.eval.heldout_facts.records import (
@@ -15,7 +16,6 @@ from trak_jax.eval.heldout_facts.records import (
   Passage,
   Query,
   RawFact,
-  fact_id_at,
 )
 from trak_jax.eval.heldout_facts.templates import QUERY_TEMPLATES
 

@@ -13,9 +13,10 @@ import random
 from collections.abc import Sequence
 
 from trak_jax.eval.factbench.planning import split_by_weights
+from trak_jax.eval.factbench.records import fact_id_at, passage_id_at
 from trak_jax.eval.heldout_facts import templates
 from trak_jax.eval.heldout_facts.config import HeldoutFactsConfig
-from trak_jax.eval.heldout_facts.records import Passage, RawFact, fact_id_at
+from trak_jax.eval.heldout_facts.records import Passage, RawFact
 
 
 def _zipf_count(rng: random.Random, lo: int, hi: int, exponent: float) -> int:
@@ -225,7 +226,7 @@ def all_passages(
   rng.shuffle(slots)
   return [
     Passage(
-      id=f"p{position:05d}",
+      id=passage_id_at(position),
       text=text,
       fact_ids=tuple(fact_id_at(i) for i in plan),
       kind=kind,
