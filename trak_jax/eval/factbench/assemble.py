@@ -12,8 +12,8 @@ from trak_jax.eval.factbench.config import FactBenchConfig, bucket_of
 from trak_jax.eval.factbench.records import (
   Fact,
   FactBench,
+  FactQuery,
   Passage,
-  Query,
   RawFact,
   fact_id_at,
   passage_id_at,
@@ -45,11 +45,11 @@ def _make_facts(
 
 def _make_queries(
   facts: Sequence[Fact], queried: set[int], rng: random.Random
-) -> list[Query]:
+) -> list[FactQuery]:
   order = sorted(queried)
   rng.shuffle(order)
   return [
-    Query(
+    FactQuery(
       id=f"q{query_index:05d}",
       prompt=render.prompt(facts[i], rng),
       target=" " + facts[i].object,

@@ -51,7 +51,7 @@ class ClozeQuery:
 
 
 @dataclasses.dataclass(frozen=True)
-class Query(ClozeQuery):
+class FactQuery(ClozeQuery):
   """A FactBench cloze query: `prompt + target` states the fact."""
 
   frequency_bucket: str
@@ -62,7 +62,7 @@ class FactBench(NamedTuple):
 
   facts: list[Fact]
   passages: list[Passage]
-  queries: list[Query]
+  queries: list[FactQuery]
   config: FactBenchConfig
 
 

@@ -30,7 +30,7 @@ class Passage(factbench_records.Passage):
 
 
 @dataclasses.dataclass(frozen=True)
-class Query(factbench_records.ClozeQuery):
+class FactQuery(factbench_records.ClozeQuery):
   """A cloze query: `prompt + target` states the fact."""
 
   mentions: str  # Bucket label of len(relevant_ids).
@@ -41,7 +41,7 @@ class HeldoutFacts(NamedTuple):
 
   facts: list[Fact]
   passages: list[Passage]
-  queries: list[Query]
+  queries: list[FactQuery]
   config: HeldoutFactsConfig
 
 
