@@ -133,8 +133,11 @@ class ProjectionSpec:
     return cls(**values)
 
 
-class Block(NamedTuple):
-  """Where one parameter (or the vector block) lands in φ."""
+class ParamBlock(NamedTuple):
+  """Where one parameter (or the vector block) lands in φ.
+
+  A block of the projection layout, not the transformer's `model.Block`.
+  """
 
   path: gradients.Path
   in_shape: tuple[int, ...]  # (m, n) of a matrix; (total size,) of vectors
@@ -159,7 +162,9 @@ class Block(NamedTuple):
 
 
 class Layout(NamedTuple):
-  blocks: tuple[Block, ...]  # matrices in path order, then the vector block
+  blocks: tuple[
+    ParamBlock, ...
+  ]  # matrices in path order, then the vector block
   vector_paths: tuple[gradients.Path, ...]  # concatenated, in this order
   dim: int  # total d
 
@@ -203,10 +208,10 @@ def make_layout(
     out, vector_dim = _split(spec, shapes, vector_size)
   blocks, offset = [], 0
   for path in matrices:
-    blocks.append(Block(path, shapes[path], out[path], offset))
+    blocks.append(ParamBlock(path, shapes[path], out[path], offset))
     offset += math.prod(out[path])
   if vector_paths:
-    blocks.append(Block(VECTORS, (vector_size,), (vector_dim,), offset))
+    blocks.append(ParamBlock(VECTORS, (vector_size,), (vector_dim,), offset))
     offset += vector_dim
   return Layout(tuple(blocks), vector_paths, offset)
 
@@ -358,7 +363,7 @@ def make_matrices(spec: ProjectionSpec, layout: Layout) -> Matrices:
   return Matrices(left, right, dense)
 
 
-def _term_sides(seed: int, block: Block) -> tuple[jax.Array, jax.Array]:
+def _term_sides(seed: int, block: ParamBlock) -> tuple[jax.Array, jax.Array]:
   """The r sketches' sides, stacked: [r·k_L, m] and [r·k_R, n].
 
   Sketch j's sides have N(0, 1/k_L) and N(0, 1/k_R) entries; the left is
@@ -408,7 +413,7 @@ def kronecker_terms(
 
 
 def project_matrix(
-  spec: ProjectionSpec, block: Block, matrices: Matrices, grad: jax.Array
+  spec: ProjectionSpec, block: ParamBlock, matrices: Matrices, grad: jax.Array
 ) -> jax.Array:
   """Projects one example's whole matrix gradient [m, n] -> [block.size]."""
   if spec.kind == "none":

@@ -264,7 +264,9 @@ def finalize(
   return manifest
 
 
-class Batch(NamedTuple):
+class EncodedBatch(NamedTuple):
+  """Stacked records of a store (not `trak_jax.data.Batch`, model input)."""
+
   ids: list[str]
   vectors: np.ndarray  # [n, d]
   losses: np.ndarray  # [n]
@@ -368,7 +370,7 @@ class EncodingStore:
     for index in range(self.num_shards):
       yield from self.shard_records(index)
 
-  def batches(self, batch_size: int) -> Iterator[Batch]:
+  def batches(self, batch_size: int) -> Iterator[EncodedBatch]:
     """Records in batches of `batch_size` (the last may be smaller)."""
     chunk: list[EncodedRecord] = []
     for record in self.records():
@@ -379,13 +381,13 @@ class EncodingStore:
     if chunk:
       yield _stack(chunk)
 
-  def load(self) -> Batch:
+  def load(self) -> EncodedBatch:
     """The whole store in memory (for indexes and small stores)."""
     return _stack(list(self.records()))
 
 
-def _stack(records: Sequence[EncodedRecord]) -> Batch:
-  return Batch(
+def _stack(records: Sequence[EncodedRecord]) -> EncodedBatch:
+  return EncodedBatch(
     ids=[r.id for r in records],
     vectors=np.stack([r.vector for r in records]),
     losses=np.asarray([r.loss for r in records], np.float32),

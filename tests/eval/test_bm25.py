@@ -32,7 +32,7 @@ def test_passage_sharing_rare_words_ranks_first(index):
 
 
 def test_fact_query_is_prompt_plus_target(index):
-  query = factbench.Query(
+  query = factbench.FactQuery(
     id="q0",
     prompt="The capital of France is",
     target=" Paris",

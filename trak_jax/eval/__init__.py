@@ -4,8 +4,8 @@ from trak_jax.eval.factbench import (
   Fact,
   FactBench,
   FactBenchConfig,
+  FactQuery,
   Passage,
-  Query,
   generate,
   write_jsonl,
 )
@@ -14,8 +14,8 @@ __all__ = [
   "Fact",
   "FactBench",
   "FactBenchConfig",
+  "FactQuery",
   "Passage",
-  "Query",
   "generate",
   "write_jsonl",
 ]

@@ -60,7 +60,7 @@ def _corpus_example(passage: factbench.Passage) -> dict:
   return example
 
 
-def _query_example(query: factbench.Query) -> dict:
+def _query_example(query: factbench.FactQuery) -> dict:
   example = _empty_example()
   for name, value in dataclasses.asdict(query).items():
     example[name] = list(value) if name in _LIST_FIELDS else value

@@ -27,7 +27,7 @@ from trak_jax.eval.factbench.config import (
   bucket_of,
 )
 from trak_jax.eval.factbench.output import summary, write_jsonl
-from trak_jax.eval.factbench.records import Fact, FactBench, Passage, Query
+from trak_jax.eval.factbench.records import Fact, FactBench, FactQuery, Passage
 from trak_jax.eval.factbench.templates import (
   CORPUS_TEMPLATES,
   QUERY_TEMPLATES,
@@ -41,8 +41,8 @@ __all__ = [
   "Fact",
   "FactBench",
   "FactBenchConfig",
+  "FactQuery",
   "Passage",
-  "Query",
   "bucket_label",
   "bucket_of",
   "check_prompts_unseen",

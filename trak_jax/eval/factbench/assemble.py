@@ -12,9 +12,11 @@ from trak_jax.eval.factbench.config import FactBenchConfig, bucket_of
 from trak_jax.eval.factbench.records import (
   Fact,
   FactBench,
+  FactQuery,
   Passage,
-  Query,
   RawFact,
+  fact_id_at,
+  passage_id_at,
 )
 
 
@@ -26,10 +28,10 @@ def _make_facts(
   passage_ids = collections.defaultdict(list)
   for position, (_, plan) in enumerate(rendered):
     for i in plan:
-      passage_ids[i].append(_passage_id(position))
+      passage_ids[i].append(passage_id_at(position))
   return [
     Fact(
-      fact_id=_fact_id(i),
+      fact_id=fact_id_at(i),
       subject=raw.subject,
       relation=raw.relation,
       object=raw.object,
@@ -43,11 +45,11 @@ def _make_facts(
 
 def _make_queries(
   facts: Sequence[Fact], queried: set[int], rng: random.Random
-) -> list[Query]:
+) -> list[FactQuery]:
   order = sorted(queried)
   rng.shuffle(order)
   return [
-    Query(
+    FactQuery(
       id=f"q{query_index:05d}",
       prompt=render.prompt(facts[i], rng),
       target=" " + facts[i].object,
@@ -60,14 +62,6 @@ def _make_queries(
     )
     for query_index, i in enumerate(order)
   ]
-
-
-def _passage_id(position: int) -> str:
-  return f"p{position:05d}"
-
-
-def _fact_id(index: int) -> str:
-  return f"f{index:05d}"
 
 
 def check_prompts_unseen(
@@ -102,9 +96,9 @@ def generate(config: FactBenchConfig) -> FactBench:
   facts = _make_facts(raw_facts, rendered, config)
   passages = [
     Passage(
-      id=_passage_id(position),
+      id=passage_id_at(position),
       text=text,
-      fact_ids=tuple(_fact_id(i) for i in plan),
+      fact_ids=tuple(fact_id_at(i) for i in plan),
     )
     for position, (text, plan) in enumerate(rendered)
   ]

@@ -1,10 +1,17 @@
-"""Command line: writes FactBench JSONL files (trak-jax-factbench)."""
+"""Command line: writes FactBench JSONL files (trak-jax-factbench).
+
+`run` is the binary of both fact generators: FactBench's `main` and the
+held-out facts' (`trak_jax.eval.heldout_facts.cli`) call it with their own
+config, generator, writer and counts.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import app, flags
 
@@ -22,23 +29,65 @@ def _define_flags() -> None:
   flags.mark_flag_as_required("output_dir")
 
 
-def _run(argv: Sequence[str]) -> None:
+def _generate_and_write(
+  argv: Sequence[str],
+  *,
+  config_class: type,
+  generate_fn: Callable[[Any], Any],
+  write_fn: Callable[[Any, str], Any],
+  summary_fn: Callable[[Any], dict],
+) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
-  preset = getattr(FactBenchConfig, values.preset)
+  preset = getattr(config_class, values.preset)
   start = time.perf_counter()
-  bench = generate(preset(seed=values.seed))
-  write_jsonl(bench, values.output_dir)
-  counts = summary(bench)
+  bench = generate_fn(preset(seed=values.seed))
+  write_fn(bench, values.output_dir)
+  counts = summary_fn(bench)
   counts["seconds"] = round(time.perf_counter() - start, 2)
   print(json.dumps(counts, indent=2))
 
 
+def run(
+  *,
+  config_class: type,
+  generate_fn: Callable[[Any], Any],
+  write_fn: Callable[[Any, str], Any],
+  summary_fn: Callable[[Any], dict],
+) -> None:
+  """Runs a fact generator's binary: flags, generate, write, print counts.
+
+  The flags are `--output_dir` (required), `--preset` (`tiny` or `demo`) and
+  `--seed`; the counts are printed as JSON with the seconds taken.
+
+  Args:
+    config_class: the generator's config, with `tiny` and `demo` presets
+      that take a keyword `seed`.
+    generate_fn: config -> the data set.
+    write_fn: (data set, output directory) -> written paths.
+    summary_fn: data set -> counts (a JSON-serialisable dict).
+  """
+  _define_flags()
+  app.run(
+    functools.partial(
+      _generate_and_write,
+      config_class=config_class,
+      generate_fn=generate_fn,
+      write_fn=write_fn,
+      summary_fn=summary_fn,
+    )
+  )
+
+
 def main() -> None:
   """Console entry point: writes FactBench JSONL files (trak-jax-factbench)."""
-  _define_flags()
-  app.run(_run)
+  run(
+    config_class=FactBenchConfig,
+    generate_fn=generate,
+    write_fn=write_jsonl,
+    summary_fn=summary,
+  )
 
 
 if __name__ == "__main__":

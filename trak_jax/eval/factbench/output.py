@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from trak_jax import files
 from trak_jax.eval.factbench.config import bucket_label
-from trak_jax.eval.factbench.records import Fact, FactBench, Query
+from trak_jax.eval.factbench.records import Fact, FactBench, FactQuery
 
 
 def _write_lines(path: str, records: Sequence[dict]) -> None:
@@ -54,7 +54,7 @@ def write_jsonl(bench: FactBench, output_dir: str) -> dict[str, str]:
   return paths
 
 
-def _as_record(item: Fact | Query) -> dict:
+def _as_record(item: Fact | FactQuery) -> dict:
   record = dataclasses.asdict(item)
   return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 

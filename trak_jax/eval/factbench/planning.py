@@ -25,7 +25,7 @@ def draw_counts(
   """
   queried = set(rng.sample(range(num_facts), config.num_queries))
   # Exact quotas for queried facts, so each bucket gets its share.
-  quotas = _quotas(config.query_bucket_weights, config.num_queries)
+  quotas = split_by_weights(config.query_bucket_weights, config.num_queries)
   query_buckets = [b for b, quota in enumerate(quotas) for _ in range(quota)]
   rng.shuffle(query_buckets)
   bucket_by_fact = dict(zip(sorted(queried), query_buckets, strict=True))
@@ -39,8 +39,18 @@ def draw_counts(
   return counts, queried
 
 
-def _quotas(weights: Sequence[float], total: int) -> list[int]:
-  """Splits `total` by `weights` (largest remainders get the rest)."""
+def split_by_weights(weights: Sequence[float], total: int) -> list[int]:
+  """Splits `total` by `weights` (largest remainders get the rest).
+
+  Both generators give their queried facts exact bucket quotas with it.
+
+  Args:
+    weights: one weight >= 0 per share, not all 0.
+    total: what is split.
+
+  Returns:
+    One integer share per weight; the shares sum to `total`.
+  """
   shares = [total * w / sum(weights) for w in weights]
   quotas = [int(share) for share in shares]
   order = sorted(range(len(shares)), key=lambda i: quotas[i] - shares[i])

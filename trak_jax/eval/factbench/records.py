@@ -23,16 +23,22 @@ class Fact:
 
 @dataclasses.dataclass(frozen=True)
 class Passage:
-  """A corpus passage; `fact_ids` is empty for filler passages."""
+  """A corpus passage; `fact_ids` is empty for filler passages.
 
-  id: str
+  The held-out facts' passages are these with a `kind`.
+  """
+
+  id: str  # `passage_id_at` of its corpus position.
   text: str
   fact_ids: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class Query:
-  """A cloze query: `prompt + target` states the fact."""
+class ClozeQuery:
+  """A cloze query of either generator: `prompt + target` states the fact.
+
+  Each generator's query adds the bucket of its fact, written last.
+  """
 
   id: str
   prompt: str
@@ -42,6 +48,12 @@ class Query:
   relation: str
   subject: str
   object: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FactQuery(ClozeQuery):
+  """A FactBench cloze query: `prompt + target` states the fact."""
+
   frequency_bucket: str
 
 
@@ -50,7 +62,7 @@ class FactBench(NamedTuple):
 
   facts: list[Fact]
   passages: list[Passage]
-  queries: list[Query]
+  queries: list[FactQuery]
   config: FactBenchConfig
 
 
@@ -61,3 +73,13 @@ class RawFact(NamedTuple):
   relation: str
   object: str
   topic: str  # Passages group facts sharing a topic.
+
+
+def fact_id_at(index: int) -> str:
+  """The id of the fact at `index` of the generated facts."""
+  return f"f{index:05d}"
+
+
+def passage_id_at(position: int) -> str:
+  """The id of the passage at `position` of the corpus."""
+  return f"p{position:05d}"

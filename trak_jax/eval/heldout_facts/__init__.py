@@ -36,9 +36,9 @@ from trak_jax.eval.heldout_facts.config import (
 from trak_jax.eval.heldout_facts.output import summary, write_jsonl
 from trak_jax.eval.heldout_facts.records import (
   Fact,
+  FactQuery,
   HeldoutFacts,
   Passage,
-  Query,
 )
 from trak_jax.eval.heldout_facts.templates import (
   CORPUS_TEMPLATES,
@@ -51,10 +51,10 @@ __all__ = [
   "QUERY_TEMPLATES",
   "RELATIONS",
   "Fact",
+  "FactQuery",
   "HeldoutFacts",
   "HeldoutFactsConfig",
   "Passage",
-  "Query",
   "bucket_label",
   "bucket_labels",
   "bucket_of",

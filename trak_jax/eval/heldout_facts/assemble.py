@@ -7,15 +7,15 @@ import random
 from collections.abc import Sequence
 
 from trak_jax.eval import factbench
+from trak_jax.eval.factbench.records import fact_id_at
 from trak_jax.eval.heldout_facts import corpus, world
 from trak_jax.eval.heldout_facts.config import HeldoutFactsConfig, bucket_of
 from trak_jax.eval.heldout_facts.records import (
   Fact,
+  FactQuery,
   HeldoutFacts,
   Passage,
-  Query,
   RawFact,
-  fact_id_at,
 )
 from trak_jax.eval.heldout_facts.templates import QUERY_TEMPLATES
 
@@ -48,13 +48,13 @@ def _make_facts(
 
 def _make_queries(
   facts: Sequence[Fact], queried: Sequence[int], rng: random.Random
-) -> list[Query]:
+) -> list[FactQuery]:
   queries = []
   for query_index, i in enumerate(queried):
     fact = facts[i]
     template = rng.choice(QUERY_TEMPLATES[fact.relation])
     queries.append(
-      Query(
+      FactQuery(
         id=f"q{query_index:05d}",
         prompt=template.format(s=fact.subject),
         target=" " + fact.object,

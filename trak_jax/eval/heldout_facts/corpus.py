@@ -12,24 +12,16 @@ import collections
 import random
 from collections.abc import Sequence
 
+from trak_jax.eval.factbench.planning import split_by_weights
+from trak_jax.eval.factbench.records import fact_id_at, passage_id_at
 from trak_jax.eval.heldout_facts import templates
 from trak_jax.eval.heldout_facts.config import HeldoutFactsConfig
-from trak_jax.eval.heldout_facts.records import Passage, RawFact, fact_id_at
+from trak_jax.eval.heldout_facts.records import Passage, RawFact
 
 
 def _zipf_count(rng: random.Random, lo: int, hi: int, exponent: float) -> int:
   counts = range(lo, hi + 1)
   return rng.choices(counts, weights=[n**-exponent for n in counts])[0]
-
-
-def _quotas(weights: Sequence[float], total: int) -> list[int]:
-  """Splits `total` by `weights` (largest remainders get the rest)."""
-  shares = [total * w / sum(weights) for w in weights]
-  quotas = [int(share) for share in shares]
-  order = sorted(range(len(shares)), key=lambda i: quotas[i] - shares[i])
-  for i in order[: total - sum(quotas)]:
-    quotas[i] += 1
-  return quotas
 
 
 def draw_counts(
@@ -49,7 +41,7 @@ def draw_counts(
     The passage count of every fact, and the queried fact indices.
   """
   queried = rng.sample(range(num_facts), config.num_queries)
-  quotas = _quotas(config.query_bucket_weights, config.num_queries)
+  quotas = split_by_weights(config.query_bucket_weights, config.num_queries)
   buckets = [config.buckets[b] for b, q in enumerate(quotas) for _ in range(q)]
   rng.shuffle(buckets)
   bucket_by_fact = dict(zip(queried, buckets, strict=True))
@@ -234,7 +226,7 @@ def all_passages(
   rng.shuffle(slots)
   return [
     Passage(
-      id=f"p{position:05d}",
+      id=passage_id_at(position),
       text=text,
       fact_ids=tuple(fact_id_at(i) for i in plan),
       kind=kind,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from trak_jax.eval.factbench import records as factbench_records
 from trak_jax.eval.heldout_facts.config import HeldoutFactsConfig
 
 
@@ -22,27 +23,16 @@ class Fact:
 
 
 @dataclasses.dataclass(frozen=True)
-class Passage:
+class Passage(factbench_records.Passage):
   """A corpus passage; `fact_ids` is empty unless kind is "fact"."""
 
-  id: str
-  text: str
-  fact_ids: tuple[str, ...]
   kind: str  # "fact", "near_miss" or "filler"; not written to the corpus.
 
 
 @dataclasses.dataclass(frozen=True)
-class Query:
+class FactQuery(factbench_records.ClozeQuery):
   """A cloze query: `prompt + target` states the fact."""
 
-  id: str
-  prompt: str
-  target: str  # " " + object.
-  relevant_ids: tuple[str, ...]  # Exactly the passages stating the fact.
-  fact_id: str
-  relation: str
-  subject: str
-  object: str
   mentions: str  # Bucket label of len(relevant_ids).
 
 
@@ -51,7 +41,7 @@ class HeldoutFacts(NamedTuple):
 
   facts: list[Fact]
   passages: list[Passage]
-  queries: list[Query]
+  queries: list[FactQuery]
   config: HeldoutFactsConfig
 
 
@@ -61,8 +51,3 @@ class RawFact(NamedTuple):
   relation: str
   subject: str
   object: str
-
-
-def fact_id_at(index: int) -> str:
-  """The id of the fact at `index` of the world's facts."""
-  return f"f{index:05d}"
