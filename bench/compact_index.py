@@ -26,7 +26,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 from trak_jax import scoring
 
 _ENCODINGS = flags.DEFINE_integer("encodings", 100_000, "Rows in the store.")
@@ -61,10 +61,10 @@ def timed(run):
 
 
 def bench_dtype(queries, keys, exact, *, dtype: str, k: int) -> dict:
-  stored = index_lib.in_dtype(keys, dtype)
+  stored = index_core.in_dtype(keys, dtype)
   seconds, found = timed(lambda: scoring.top_k(queries, stored, k=k))
   return {
-    "recall_at_10": index_lib.recall_against_exact(
+    "recall_at_10": index_core.recall_against_exact(
       found.indices, exact.indices
     ),
     "max_score_error": float(np.abs(found.scores - exact.scores).max()),
@@ -89,7 +89,7 @@ def bench_scann_int8(queries, keys, exact, *, k: int, reorder_k: int):
       )
     )
     results[name] = {
-      "recall_at_10": index_lib.recall_against_exact(
+      "recall_at_10": index_core.recall_against_exact(
         np.asarray(rows), exact.indices
       ),
       "queries_per_second": len(queries) / seconds,

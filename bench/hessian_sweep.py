@@ -28,7 +28,7 @@ from pipelines import encode_lib
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import projection as projection_lib
 
 _DIMS = flags.DEFINE_list("dims", ["4096", "16384"], "Projection dims d.")
@@ -40,16 +40,16 @@ _TERMS = flags.DEFINE_integer(
 _SETTINGS = flags.DEFINE_list(
   "settings", None, "Names from SETTINGS to run (default: all)."
 )
-_OLD = hessian_lib.HessianSpec(
+_OLD = hessian_core.HessianSpec(
   block_diagonal=False, shrinkage="none", train_sample=2048
 )
 SETTINGS = {
-  "default": hessian_lib.HessianSpec(),
-  "all_eval_directions": hessian_lib.HessianSpec(eval_directions="all"),
-  "no_shrinkage": hessian_lib.HessianSpec(shrinkage="none"),
-  "train_only": hessian_lib.HessianSpec(kind="train"),
-  "mix_0.9": hessian_lib.HessianSpec(mix=0.9),
-  "mix_0.99": hessian_lib.HessianSpec(mix=0.99),
+  "default": hessian_core.HessianSpec(),
+  "all_eval_directions": hessian_core.HessianSpec(eval_directions="all"),
+  "no_shrinkage": hessian_core.HessianSpec(shrinkage="none"),
+  "train_only": hessian_core.HessianSpec(kind="train"),
+  "mix_0.9": hessian_core.HessianSpec(mix=0.9),
+  "mix_0.99": hessian_core.HessianSpec(mix=0.99),
   "old_default": _OLD,
 }
 
@@ -82,20 +82,20 @@ def fit(spec, corpus_side, query_side, layout):
   rng = np.random.default_rng(spec.seed)
   sample = min(spec.train_sample_size(corpus_side.shape[1]), len(corpus_side))
   rows = np.sort(rng.choice(len(corpus_side), sample, replace=False))
-  sizes = hessian_lib.block_sizes(
+  sizes = hessian_core.block_sizes(
     corpus_side.shape[1],
     [b.size for b in layout.blocks],
     spec,
     train_examples=sample,
   )
-  train = hessian_lib.Autocorrelation(sizes)
+  train = hessian_core.Autocorrelation(sizes)
   for start in range(0, len(rows), 256):
     train.update(corpus_side[rows[start : start + 256]])
-  evaluation = hessian_lib.Autocorrelation(sizes)
+  evaluation = hessian_core.Autocorrelation(sizes)
   evaluation.update(query_side)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    fitted = hessian_lib.fit(spec, train, evaluation)
+    fitted = hessian_core.fit(spec, train, evaluation)
   return fitted, sizes
 
 
@@ -147,7 +147,7 @@ def main(argv):
     for name, spec in SETTINGS.items():
       if _SETTINGS.value and name not in _SETTINGS.value:
         continue
-      if spec.block_diagonal is False and dim > hessian_lib.MAX_FULL_DIM:
+      if spec.block_diagonal is False and dim > hessian_core.MAX_FULL_DIM:
         continue
       start = time.perf_counter()
       fitted, sizes = fit(spec, corpus_side, query_side, layout)

@@ -31,7 +31,7 @@ import numpy as np
 import retrieval_scale  # Its flags: --dim, --shard_rows, --queries, --k.
 from absl import app, flags
 
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 from trak_jax import mesh_search, partitioning
 
 FLAGS = flags.FLAGS
@@ -97,7 +97,7 @@ def main(argv):
     "mesh_approx_queries_per_second": FLAGS.queries / approx_time,
     "shards_queries_per_second": FLAGS.queries / shards_time,
     "exact_equal": exact_equal,
-    "approx_recall": index_lib.recall_against_exact(
+    "approx_recall": index_core.recall_against_exact(
       np.asarray(approx.keys), np.asarray(found.keys)
     ),
   }

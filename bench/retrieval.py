@@ -56,8 +56,8 @@ from absl import app, flags
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import hessian as hessian_lib
-from trak_jax import index as index_lib
+from trak_jax import hessian as hessian_core
+from trak_jax import index as index_core
 from trak_jax import scoring
 from trak_jax import store as store_lib
 
@@ -80,9 +80,9 @@ _LEAVES_TO_SEARCH = flags.DEFINE_integer(
 
 def finished_store(demo: str) -> tuple[np.ndarray, dict, Any]:
   """The demo store finished for its index: ([n, d], index info, R^(-1/2))."""
-  info = index_lib.Index.load(os.path.join(demo, "cli/index")).info
+  info = index_core.Index.load(os.path.join(demo, "cli/index")).info
   config = encoder_lib.EncoderConfig.from_dict(info["encoder_config"])
-  preconditioner, _ = hessian_lib.load(os.path.join(demo, "cli/hessian"))
+  preconditioner, _ = hessian_core.load(os.path.join(demo, "cli/hessian"))
   finish = jax.jit(
     lambda phi: encoder_lib.finish(
       phi, preconditioner, normalize=config.normalize
@@ -193,7 +193,7 @@ def bench_scann(queries, keys, exact, *, spec, k: int, repeats: int) -> dict:
   """Builds the project's ScaNN index over `keys`; times and checks it."""
   ids = [str(i) for i in range(len(keys))]
   start = time.perf_counter()
-  index = index_lib.Index.build(
+  index = index_core.Index.build(
     ids=ids, vectors=keys, kind="scann", spec=spec, info={}
   )
   build_seconds = time.perf_counter() - start
@@ -216,7 +216,7 @@ def bench_scann(queries, keys, exact, *, spec, k: int, repeats: int) -> dict:
     "index_bytes": scann_bytes + keys.nbytes,  # + vectors.npy
     "seconds": seconds,
     "queries_per_second": len(queries) / seconds,
-    "recall_at_10": index_lib.recall_against_exact(rows, exact.indices),
+    "recall_at_10": index_core.recall_against_exact(rows, exact.indices),
     "hashing_scan_seconds": scan_seconds,
     "reorder_seconds": seconds - scan_seconds,
     # Asymmetric-hashing codes read per query: 4 bits per block.
@@ -248,7 +248,7 @@ def main(argv):
   results["exact"], exact = bench_exact(
     queries, keys, k=_K.value, repeats=_REPEATS.value
   )
-  spec = index_lib.ScannSpec(
+  spec = index_core.ScannSpec(
     num_leaves=_NUM_LEAVES.value or None,
     num_leaves_to_search=_LEAVES_TO_SEARCH.value or None,
     dims_per_block=_DIMS_PER_BLOCK.value,

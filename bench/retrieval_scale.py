@@ -42,7 +42,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["250000", "500000", "1000000"], "Index sizes.")
@@ -69,7 +69,7 @@ def write_index(directory: str, *, size: int, dim: int, shard_rows: int):
     rows = min(shard_rows, size - shard * shard_rows)
     ids = [f"e{shard * shard_rows + i:09d}" for i in range(rows)]
     entries.append(
-      index_lib.write_shard(
+      index_core.write_shard(
         directory,
         index=shard,
         num_shards=num_shards,
@@ -80,13 +80,13 @@ def write_index(directory: str, *, size: int, dim: int, shard_rows: int):
     )
   info = {
     "kind": "exact",
-    "layout": index_lib.SHARDED,
+    "layout": index_core.SHARDED,
     "dtype": "bfloat16",
     "dim": dim,
     "size": size,
     "shards": entries,
   }
-  index_lib.write_info(directory, info)
+  index_core.write_info(directory, info)
   return info
 
 
@@ -97,12 +97,12 @@ def search(directory: str, info: dict, queries: np.ndarray, *, k: int):
   seconds = {"read": 0.0, "score": 0.0, "merge": 0.0}
   for shard in range(len(info["shards"])):
     start = time.perf_counter()
-    rows = index_lib.read_shard(directory, info, shard)
+    rows = index_core.read_shard(directory, info, shard)
     read = time.perf_counter()
-    partials = index_lib.search_shard(rows, queries, k=k)
+    partials = index_core.search_shard(rows, queries, k=k)
     scored = time.perf_counter()
     merged = [
-      index_lib.merge_top_k([m, p], k=k)
+      index_core.merge_top_k([m, p], k=k)
       for m, p in zip(merged, partials, strict=True)
     ]
     seconds["read"] += read - start
@@ -153,7 +153,7 @@ def run_size(size: int) -> dict:
       "scoring_fraction_of_matmul": matmul * size / shard_rows / parts["score"],
     }
     if FLAGS.child_check:
-      found = index_lib.Index.load(directory).search(queries, k=FLAGS.k)
+      found = index_core.Index.load(directory).search(queries, k=FLAGS.k)
       result["exact_equal"] = all(
         [i for i, _ in m] == ids
         and np.allclose([s for _, s in m], scores, atol=1e-5)

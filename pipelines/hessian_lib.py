@@ -22,7 +22,7 @@ from apache_beam.metrics import Metrics
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import store as store_lib
 
 NAMESPACE = "trak_jax.hessian"
@@ -62,7 +62,7 @@ class AutocorrelationFn(beam.CombineFn):
     self._block_sizes = tuple(block_sizes)
 
   def create_accumulator(self):
-    return hessian_lib.Autocorrelation(self._block_sizes), []
+    return hessian_core.Autocorrelation(self._block_sizes), []
 
   def add_input(self, accumulator, vector):
     stats, pending = accumulator
@@ -73,7 +73,7 @@ class AutocorrelationFn(beam.CombineFn):
     return stats, pending
 
   def merge_accumulators(self, accumulators):
-    merged = hessian_lib.Autocorrelation(self._block_sizes)
+    merged = hessian_core.Autocorrelation(self._block_sizes)
     for stats, pending in accumulators:
       if pending:
         stats.update(np.stack(pending))
@@ -148,7 +148,7 @@ def block_sizes_for(
   layout = encoder_lib.model_layout(
     header.model_config, options.encoder_config.projection
   )
-  return hessian_lib.block_sizes(
+  return hessian_core.block_sizes(
     store.dim,
     [b.size for b in layout.blocks],
     options.encoder_config.hessian,
@@ -257,12 +257,12 @@ class FitHessian(beam.PTransform):
       )
 
     def fit(train_stats, eval_stats=None):
-      fitted = hessian_lib.fit(spec, train_stats, eval_stats)
+      fitted = hessian_core.fit(spec, train_stats, eval_stats)
       return fitted, train_stats, eval_stats
 
     def write(fitted):
       fitted, train_stats, eval_stats = fitted
-      return hessian_lib.save(
+      return hessian_core.save(
         options.output_dir,
         fitted,
         train_stats=train_stats,
@@ -287,5 +287,5 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: HessianOptions) -> dict:
   """
   _ = pipeline | "FitHessian" >> FitHessian(options)
   pipeline.run().wait_until_finish()
-  _, info = hessian_lib.load(options.output_dir)
+  _, info = hessian_core.load(options.output_dir)
   return info

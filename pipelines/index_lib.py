@@ -26,8 +26,8 @@ from apache_beam.metrics import Metrics
 
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
-from trak_jax import hessian as hessian_lib
-from trak_jax import index as index_lib
+from trak_jax import hessian as hessian_core
+from trak_jax import index as index_core
 from trak_jax import store as store_lib
 
 NAMESPACE = "trak_jax.index"
@@ -62,27 +62,27 @@ class IndexOptions:
   output_dir: str
   encoder_config: encoder_lib.EncoderConfig
   kind: str = "scann"
-  scann: index_lib.ScannSpec = index_lib.ScannSpec()
+  scann: index_core.ScannSpec = index_core.ScannSpec()
   recall_sample: int = 200
   batch_size: int = 1024
   dtype: str | None = None
 
   def __post_init__(self):
     if self.dtype is not None:
-      index_lib.check_dtype(self.dtype)
+      index_core.check_dtype(self.dtype)
     if self.kind not in KINDS:
       raise ValueError(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
     if self.dtype is not None and self.kind == "scann":
       raise ValueError(
         f"dtype={self.dtype!r} needs a sharded index (kind 'exact' or "
-        f"'{index_lib.SCANN_SHARDED}')"
+        f"'{index_core.SCANN_SHARDED}')"
       )
 
 
 # IndexOptions.kind: one ScaNN index, sharded exact, or sharded exact with a
 # ScaNN searcher per shard.
-KINDS = ("scann", "exact", index_lib.SCANN_SHARDED)
-SHARDED_KINDS = ("exact", index_lib.SCANN_SHARDED)
+KINDS = ("scann", "exact", index_core.SCANN_SHARDED)
+SHARDED_KINDS = ("exact", index_core.SCANN_SHARDED)
 
 
 def index_dtype(options: IndexOptions, store) -> str:
@@ -131,13 +131,13 @@ def fitted_preconditioner(
       f"hessian '{encoder_config.hessian.kind}' is configured; "
       "give the fitted Hessian's directory"
     )
-  preconditioner, info = hessian_lib.load(hessian_dir)
+  preconditioner, info = hessian_core.load(hessian_dir)
   fingerprint.check_matches(
     encoder_lib.Fingerprint.from_dict(info["fingerprint"]),
     what=f"hessian {hessian_dir}",
   )
   check_query_correction(encoder_config, info, hessian_dir=hessian_dir)
-  record = index_lib.hessian_record(
+  record = index_core.hessian_record(
     preconditioner, info, hessian_dir=hessian_dir
   )
   return preconditioner, record
@@ -174,7 +174,7 @@ def check_unchanged(
   refitted while `output` was being made."""
   digest = digest_of(record)
   if digest != expected:
-    raise index_lib.HessianMismatchError(
+    raise index_core.HessianMismatchError(
       f"the Hessian in {hessian_dir} was refitted while {output} was being "
       f"built (digest {expected}, now {digest}); rebuild it"
     )
@@ -253,9 +253,9 @@ class WriteIndexShard(FinishShard):
     for batch_ids, finished in self.finished_batches(index):
       ids.extend(batch_ids)
       blocks.append(finished)
-    shard = index_lib.in_id_order(ids, np.concatenate(blocks), dtype="float32")
-    stored = index_lib.in_dtype(shard.vectors, dtype)
-    entry = index_lib.write_shard(
+    shard = index_core.in_id_order(ids, np.concatenate(blocks), dtype="float32")
+    stored = index_core.in_dtype(shard.vectors, dtype)
+    entry = index_core.write_shard(
       self._options.output_dir,
       index=index,
       num_shards=self._store.num_shards,
@@ -264,15 +264,15 @@ class WriteIndexShard(FinishShard):
       dtype=dtype,
     )
     if dtype != "float32":
-      entry["recall_at_10_vs_float32"] = index_lib.recall_of_dtype(
+      entry["recall_at_10_vs_float32"] = index_core.recall_of_dtype(
         shard.vectors, stored, sample=self._options.recall_sample
       )
-    if self._options.kind == index_lib.SCANN_SHARDED:
-      entry["scann"] = index_lib.write_shard_searcher(
+    if self._options.kind == index_core.SCANN_SHARDED:
+      entry["scann"] = index_core.write_shard_searcher(
         self._options.output_dir,
         index=index,
         num_shards=self._store.num_shards,
-        shard=index_lib.IndexShard(shard.ids, stored),
+        shard=index_core.IndexShard(shard.ids, stored),
         spec=self._options.scann,
         recall_sample=self._options.recall_sample,
       )
@@ -295,12 +295,12 @@ def _build_and_save(pairs, *, options: IndexOptions, store, hessian_record):
   pairs = sorted(pairs, key=lambda p: p[0])
   ids = [p[0] for p in pairs]
   vectors = np.stack([p[1] for p in pairs]).astype(np.float32)
-  index = index_lib.Index.build(
+  index = index_core.Index.build(
     ids=ids,
     vectors=vectors,
     kind=options.kind,
     spec=options.scann,
-    recall_rows=index_lib.sample_rows(len(ids), options.recall_sample, seed=0),
+    recall_rows=index_core.sample_rows(len(ids), options.recall_sample, seed=0),
     info=_recorded(options, store, hessian_record),
   )
   index.save(options.output_dir)
@@ -322,7 +322,7 @@ def write_sharded_info(
   """
   entries = sorted(entries, key=lambda e: e["index"])
   if [e["index"] for e in entries] != list(range(store.num_shards)):
-    raise index_lib.IndexShardError(
+    raise index_core.IndexShardError(
       f"index {options.output_dir}: shards "
       f"{sorted(set(range(store.num_shards)) - {e['index'] for e in entries})}"
       " were not written"
@@ -330,7 +330,7 @@ def write_sharded_info(
   info = {
     **_recorded(options, store, hessian_record),
     "kind": options.kind,
-    "layout": index_lib.SHARDED,
+    "layout": index_core.SHARDED,
     "size": sum(e["count"] for e in entries),
     "scann": None,
     "dtype": index_dtype(options, store),
@@ -351,7 +351,7 @@ def write_sharded_info(
   ]
   if searched:
     info["scann_recall_at_10"] = _weighted(searched)
-  index_lib.write_info(options.output_dir, info)
+  index_core.write_info(options.output_dir, info)
   return info
 
 
@@ -418,4 +418,4 @@ def run_pipeline(pipeline: beam.Pipeline, *, options: IndexOptions) -> dict:
   Recall@10)."""
   _ = pipeline | "BuildIndex" >> BuildIndex(options)
   pipeline.run().wait_until_finish()
-  return index_lib.load_info(options.output_dir)
+  return index_core.load_info(options.output_dir)

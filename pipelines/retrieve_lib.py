@@ -39,7 +39,7 @@ from pipelines import encode_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files, mesh_search, partitioning, predict, report
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 from trak_jax.eval import metrics as metrics_lib
 
 NAMESPACE = "trak_jax.retrieve"
@@ -117,11 +117,11 @@ def load_encoder(loaded, index_dir: str):
     index.HessianMismatchError: If the index's Hessian was refitted after
       the index was built (queries would be finished with another R^(-1/2)).
   """
-  info = index_lib.load_info(index_dir)
+  info = index_core.load_info(index_dir)
   config = encoder_lib.EncoderConfig.from_dict(info["encoder_config"])
   preconditioner = None
   if config.hessian.kind != "none":
-    preconditioner = index_lib.load_hessian(info, index_dir=index_dir)
+    preconditioner = index_core.load_hessian(info, index_dir=index_dir)
   encoder = encoder_lib.from_checkpoint(
     loaded, config, preconditioner=preconditioner
   )
@@ -139,7 +139,7 @@ def load_method(loaded, index_dir: str):
     As `load_encoder`, and index.IndexShardError naming a corrupted shard.
   """
   encoder, _ = load_encoder(loaded, index_dir)
-  return encoder, index_lib.Index.load(index_dir)
+  return encoder, index_core.Index.load(index_dir)
 
 
 ENCODED = "encoded"  # SearchQueries' output of query batches, sharded methods
@@ -172,8 +172,8 @@ class SearchQueries(beam.DoFn):
     for name, index_dir in self._options.indexes:
       encoder, info = load_encoder(loaded, index_dir)
       index = None
-      if not index_lib.is_sharded(info):
-        index = index_lib.Index.load(index_dir)
+      if not index_core.is_sharded(info):
+        index = index_core.Index.load(index_dir)
       elif self._options.search == "mesh":
         mesh = mesh or partitioning.make_mesh()
         index = mesh_search.load_index(index_dir, mesh=mesh)
@@ -246,20 +246,20 @@ class ScoreShard(beam.DoFn):
     """The shard's search: ScaNN's where the index has a searcher per
     shard, else exact."""
     info = self._infos[index_dir]
-    shard = index_lib.read_shard(index_dir, info, number)
-    if info["kind"] != index_lib.SCANN_SHARDED:
-      return lambda queries: index_lib.search_shard(shard, queries, k=self._k)
-    searcher = index_lib.load_shard_searcher(index_dir, info, number)
-    return lambda queries: index_lib.search_shard_scann(
+    shard = index_core.read_shard(index_dir, info, number)
+    if info["kind"] != index_core.SCANN_SHARDED:
+      return lambda queries: index_core.search_shard(shard, queries, k=self._k)
+    searcher = index_core.load_shard_searcher(index_dir, info, number)
+    return lambda queries: index_core.search_shard_scann(
       searcher, shard, queries, k=self._k
     )
 
   def process(
     self, work: tuple[str, str, int], encoded_batches
-  ) -> Iterator[tuple[tuple[str, str], index_lib.Ranked]]:
+  ) -> Iterator[tuple[tuple[str, str], index_core.Ranked]]:
     method, index_dir, number = work
     if index_dir not in self._infos:
-      self._infos[index_dir] = index_lib.load_info(index_dir)
+      self._infos[index_dir] = index_core.load_info(index_dir)
     search_shard = self._search(index_dir, number)
     for name, query_ids, features in encoded_batches:
       if name != method:
@@ -280,16 +280,16 @@ class MergeTopK(beam.CombineFn):
   def __init__(self, k: int):
     self._k = k
 
-  def create_accumulator(self) -> index_lib.Ranked:
+  def create_accumulator(self) -> index_core.Ranked:
     return []
 
-  def add_input(self, accumulator, partial) -> index_lib.Ranked:
-    return index_lib.merge_top_k([accumulator, partial], k=self._k)
+  def add_input(self, accumulator, partial) -> index_core.Ranked:
+    return index_core.merge_top_k([accumulator, partial], k=self._k)
 
-  def merge_accumulators(self, accumulators) -> index_lib.Ranked:
-    return index_lib.merge_top_k(accumulators, k=self._k)
+  def merge_accumulators(self, accumulators) -> index_core.Ranked:
+    return index_core.merge_top_k(accumulators, k=self._k)
 
-  def extract_output(self, accumulator) -> index_lib.Ranked:
+  def extract_output(self, accumulator) -> index_core.Ranked:
     return accumulator
 
 
@@ -312,8 +312,8 @@ def _shard_work(options: RetrieveOptions) -> list[tuple[str, str, int]] | None:
     return None
   work, sharded = [], False
   for name, index_dir in options.indexes:
-    info = index_lib.load_info(index_dir)
-    if index_lib.is_sharded(info):
+    info = index_core.load_info(index_dir)
+    if index_core.is_sharded(info):
       sharded = True
       work.extend((name, index_dir, i) for i in range(len(info["shards"])))
   return work if sharded else None

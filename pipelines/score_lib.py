@@ -36,7 +36,7 @@ from pipelines import encode_lib, index_lib, retrieve_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
 from trak_jax import store as store_lib
@@ -285,7 +285,7 @@ def with_hessian_layout(
   """
   if not (config.projection.needs_energy and hessian_dir):
     return config
-  path = os.path.join(hessian_dir, hessian_lib.HESSIAN_INFO)
+  path = os.path.join(hessian_dir, hessian_core.HESSIAN_INFO)
   if config.hessian.kind == "none" or not files.exists(path):
     return config
   with files.open(path) as f:

@@ -14,7 +14,7 @@ from trak_jax import capture, gradients, hf
 from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
 
@@ -171,7 +171,7 @@ def test_custom_module_encodings_equal_brute_force(custom, kind):
   config = encoder_lib.EncoderConfig(
     correction=correction_lib.CorrectionSpec(kind=kind),
     projection=projection_lib.ProjectionSpec(allocation="equal", dim=512),
-    hessian=hessian_lib.HessianSpec(kind="none"),
+    hessian=hessian_core.HessianSpec(kind="none"),
     normalize=False,
     chunk_size=2,
   )
@@ -233,7 +233,7 @@ def test_factored_adam_encodings_equal_brute_force(custom):
   config = encoder_lib.EncoderConfig(
     correction=correction_lib.CorrectionSpec(kind="adam", factored=True),
     projection=projection_lib.ProjectionSpec(allocation="equal", dim=512),
-    hessian=hessian_lib.HessianSpec(kind="none"),
+    hessian=hessian_core.HessianSpec(kind="none"),
     normalize=False,
   )
   encoder = encoder_lib.TrackStarEncoder.for_module(
@@ -302,7 +302,7 @@ def test_hugging_face_port_encodings_equal_brute_force(name):
   config = encoder_lib.EncoderConfig(
     correction=correction_lib.CorrectionSpec(kind="none"),
     projection=projection_lib.ProjectionSpec(allocation="equal", dim=1024),
-    hessian=hessian_lib.HessianSpec(kind="none"),
+    hessian=hessian_core.HessianSpec(kind="none"),
     normalize=False,
   )
   encoder = encoder_lib.TrackStarEncoder.for_module(

@@ -13,13 +13,13 @@ from tests import helpers
 from trak_jax import correction as correction_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import gradients, partitioning
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import model as model_lib
 from trak_jax import projection as projection_lib
 from trak_jax import store as store_lib
 from trak_jax import train as train_lib
 
-NO_HESSIAN = hessian_lib.HessianSpec(kind="none")
+NO_HESSIAN = hessian_core.HessianSpec(kind="none")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from trak_jax import encoder as encoder_lib
 from trak_jax import files, gin_utils
-from trak_jax import hessian as hessian_lib
-from trak_jax import index as index_lib
+from trak_jax import hessian as hessian_core
+from trak_jax import index as index_core
 from trak_jax import store as store_lib
 
 
@@ -122,12 +122,12 @@ def test_directories_are_staged_locally(tmp_path, remote):
 
 def test_hessian_round_trips_through_a_remote_directory(tmp_path, remote):
   rng = np.random.default_rng(3)
-  stats = hessian_lib.Autocorrelation([2, 3])
+  stats = hessian_core.Autocorrelation([2, 3])
   stats.update(rng.normal(size=(40, 5)))
-  spec = hessian_lib.HessianSpec(kind="train", block_diagonal=True)
-  fitted = hessian_lib.fit(spec, stats)
+  spec = hessian_core.HessianSpec(kind="train", block_diagonal=True)
+  fitted = hessian_core.fit(spec, stats)
   for directory in (str(tmp_path), f"{remote}/hessian"):
-    hessian_lib.save(
+    hessian_core.save(
       directory,
       fitted,
       train_stats=stats,
@@ -135,13 +135,13 @@ def test_hessian_round_trips_through_a_remote_directory(tmp_path, remote):
       spec=spec,
       fingerprint={"dim": 5},
     )
-  local, local_info = hessian_lib.load(str(tmp_path))
-  loaded, info = hessian_lib.load(f"{remote}/hessian")
+  local, local_info = hessian_core.load(str(tmp_path))
+  loaded, info = hessian_core.load(f"{remote}/hessian")
   assert info == local_info and info["block_sizes"] == [2, 3]
   for a, b in zip(loaded.blocks, fitted.preconditioner.blocks, strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(FileNotFoundError, match="no fitted Hessian"):
-    hessian_lib.load(f"{remote}/nothing")
+    hessian_core.load(f"{remote}/nothing")
   # hessian.json and the marker are renamed into place: no temporary left.
   assert files.listdir(f"{remote}/hessian") == [
     files.COMPLETED,
@@ -150,7 +150,7 @@ def test_hessian_round_trips_through_a_remote_directory(tmp_path, remote):
   ]
   files.remove(f"{remote}/hessian/{files.COMPLETED}")
   with pytest.raises(files.UnfinishedError) as raised:
-    hessian_lib.load(f"{remote}/hessian")
+    hessian_core.load(f"{remote}/hessian")
   assert f"{remote}/hessian:" in str(raised.value)
   assert "hessian job did not finish" in str(raised.value)
 
@@ -161,11 +161,11 @@ def test_index_round_trips_through_a_remote_directory(kind, remote):
   vectors = rng.normal(size=(300, 16)).astype(np.float32)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
   ids = [f"e{i}" for i in range(300)]
-  built = index_lib.Index.build(
+  built = index_core.Index.build(
     ids=ids,
     vectors=vectors,
     kind=kind,
-    spec=index_lib.ScannSpec(),
+    spec=index_core.ScannSpec(),
     info={"note": "remote"},
   )
   directory = f"{remote}/index"
@@ -175,7 +175,7 @@ def test_index_round_trips_through_a_remote_directory(kind, remote):
     with files.open(f"{directory}/scann/scann_assets.pbtxt") as f:
       assets = f.read()
     assert "asset_path" in assets and "/tmp" not in assets
-  loaded = index_lib.Index.load(directory)
+  loaded = index_core.Index.load(directory)
   assert loaded.kind == kind and loaded.ids == ids
   assert loaded.info == json.loads(json.dumps(built.info))
   np.testing.assert_array_equal(loaded.vectors, vectors)
@@ -184,12 +184,12 @@ def test_index_round_trips_through_a_remote_directory(kind, remote):
   assert found.ids == expected.ids
   np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-6)
   with pytest.raises(FileNotFoundError, match="no index"):
-    index_lib.Index.load(f"{remote}/nothing")
+    index_core.Index.load(f"{remote}/nothing")
   files.remove(f"{directory}/{files.COMPLETED}")
   with pytest.raises(files.UnfinishedError, match="index job did not finish"):
-    index_lib.Index.load(directory)
+    index_core.Index.load(directory)
   built.save(directory)  # A rerun: finished again.
-  assert index_lib.load_info(directory) == loaded.info
+  assert index_core.load_info(directory) == loaded.info
 
 
 FINGERPRINT = encoder_lib.Fingerprint(

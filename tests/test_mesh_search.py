@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 from trak_jax import mesh_search, partitioning
 
 SIZE, DIM, QUERIES, K = 997, 64, 5, 10  # 997 rows: 8 devices need padding.
@@ -34,7 +34,7 @@ def _write_index(directory, ids, vectors, *, dtype="float32", shards=4):
   cuts = np.sort(rng.choice(np.arange(1, len(ids)), shards - 2, replace=False))
   groups = np.split(order, [cuts[0], cuts[0], *cuts[1:]])  # Shard 1 empty.
   entries = [
-    index_lib.write_shard(
+    index_core.write_shard(
       str(directory),
       index=number,
       num_shards=len(groups),
@@ -47,13 +47,13 @@ def _write_index(directory, ids, vectors, *, dtype="float32", shards=4):
   assert entries[1]["count"] == 0
   info = {
     "kind": "exact",
-    "layout": index_lib.SHARDED,
+    "layout": index_core.SHARDED,
     "dtype": dtype,
     "dim": vectors.shape[1],
     "size": len(ids),
     "shards": entries,
   }
-  index_lib.write_info(str(directory), info)
+  index_core.write_info(str(directory), info)
   return info
 
 
@@ -132,7 +132,7 @@ def test_approx_max_k_meets_its_recall_target():
   assert found.recall_target == 0.9
   rows, _ = _brute_force(vectors, queries)
   # On CPU approx_max_k is an exact top-k; on TPU only the target holds.
-  assert index_lib.recall_against_exact(found.keys, rows) >= 0.9
+  assert index_core.recall_against_exact(found.keys, rows) >= 0.9
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -143,7 +143,7 @@ def test_a_loaded_index_equals_the_whole_index_search(tmp_path, dtype):
   corpus = mesh_search.load_index(str(tmp_path), mesh=_mesh(), chunk_rows=32)
   assert corpus.vectors.dtype == np.dtype(dtype)
   assert corpus.layout.size == info["size"] == SIZE
-  whole = index_lib.Index.load(str(tmp_path))
+  whole = index_core.Index.load(str(tmp_path))
   expected = whole.search(queries, k=K)
   found = mesh_search.search(corpus, queries, k=K)
   assert found.ids == expected.ids
@@ -158,12 +158,12 @@ def test_a_loaded_index_breaks_ties_by_id(tmp_path):
   found = mesh_search.search(corpus, queries, k=K)
   for row, query in enumerate(queries):
     partials = [
-      index_lib.search_shard(
-        index_lib.read_shard(str(tmp_path), info, number), query[None], k=K
+      index_core.search_shard(
+        index_core.read_shard(str(tmp_path), info, number), query[None], k=K
       )[0]
       for number in range(len(info["shards"]))
     ]
-    expected = index_lib.merge_top_k(partials, k=K)  # The job's merge.
+    expected = index_core.merge_top_k(partials, k=K)  # The job's merge.
     pairs = zip(found.ids[row], found.scores[row].tolist(), strict=True)
     assert list(pairs) == expected
 
@@ -173,13 +173,13 @@ def test_loading_reads_each_shard_about_once(tmp_path, monkeypatch):
   ids = [f"e{i:04d}" for i in range(SIZE)]
   info = _write_index(tmp_path, ids, vectors, shards=6)
   reads = []
-  read_shard = index_lib.read_shard
+  read_shard = index_core.read_shard
 
   def counted(directory, info, number, **kwargs):
     reads.append(number)
     return read_shard(directory, info, number, **kwargs)
 
-  monkeypatch.setattr(index_lib, "read_shard", counted)
+  monkeypatch.setattr(index_core, "read_shard", counted)
   mesh_search.load_index(str(tmp_path), mesh=_mesh(), chunk_rows=32)
   nonempty = sum(entry["count"] > 0 for entry in info["shards"])
   assert set(reads) == {
@@ -193,7 +193,7 @@ def test_load_index_refuses_an_unsharded_index_and_names_a_bad_shard(
   tmp_path,
 ):
   vectors = _unit_rows(5, 40)
-  whole = index_lib.Index(
+  whole = index_core.Index(
     ids=[str(i) for i in range(40)], vectors=vectors, kind="exact", info={}
   )
   whole.save(str(tmp_path / "whole"))
@@ -206,7 +206,7 @@ def test_load_index_refuses_an_unsharded_index_and_names_a_bad_shard(
   data = bytearray(path.read_bytes())
   data[len(data) // 2] ^= 0xFF
   path.write_bytes(bytes(data))
-  with pytest.raises(index_lib.IndexShardError, match="corrupted"):
+  with pytest.raises(index_core.IndexShardError, match="corrupted"):
     mesh_search.load_index(str(tmp_path / "sharded"), mesh=_mesh())
 
 

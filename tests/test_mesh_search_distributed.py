@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from tests import test_mesh_search
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 
 SIZE, DIM, QUERIES, K = 203, 32, 6, 10
 CHUNK_ROWS = 16  # Several chunks per device's block of 51 (-> 64) rows.
@@ -79,7 +79,7 @@ def _run_processes(directory) -> list[dict]:
 def test_two_processes_search_one_global_mesh_as_exact_search(tmp_path):
   queries = _write_inputs(tmp_path)
   results = _run_processes(tmp_path)
-  whole = index_lib.Index.load(str(tmp_path / "index"))
+  whole = index_core.Index.load(str(tmp_path / "index"))
   expected = whole.search(queries, k=K)
   assert expected.ids[0][:2] == sorted(expected.ids[0][:2])  # A tie, by id.
   for process, result in enumerate(results):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 from trak_jax import scoring
 
 
@@ -60,7 +60,7 @@ def test_bfloat16_and_int8_keys_are_scored_as_their_float32_values():
   queries = rng.normal(size=(4, 16)).astype(np.float32)
   for stored in (
     keys.astype(np.dtype("bfloat16")),
-    index_lib.quantize_int8(keys),
+    index_core.quantize_int8(keys),
   ):
     widened = np.asarray(stored, np.float32)
     expected = scoring.top_k(queries, widened, k=7, chunk_size=32)
@@ -76,14 +76,14 @@ def test_a_shard_reads_back_aligned_as_written(tmp_path, dtype):
   rng = np.random.default_rng(4)
   vectors = rng.normal(size=(50, 24)).astype(np.float32)
   ids = [f"e{i:02d}" for i in range(50)]
-  entry = index_lib.write_shard(
+  entry = index_core.write_shard(
     str(tmp_path), index=0, num_shards=1, ids=ids, vectors=vectors, dtype=dtype
   )
   info = {"dtype": dtype, "dim": 24, "shards": [entry]}
-  shard = index_lib.read_shard(str(tmp_path), info, 0)
+  shard = index_core.read_shard(str(tmp_path), info, 0)
   stored = shard.vectors.codes if dtype == "int8" else shard.vectors
   assert stored.ctypes.data % scoring.ALIGNMENT == 0
-  expected = index_lib.in_dtype(vectors, dtype)
+  expected = index_core.in_dtype(vectors, dtype)
   np.testing.assert_array_equal(
     np.asarray(shard.vectors, np.float32), np.asarray(expected, np.float32)
   )
@@ -100,9 +100,9 @@ def test_aligned_arrays_sit_at_the_alignment_and_keep_their_values():
 @pytest.mark.parametrize(
   "spec",
   [
-    index_lib.ScannSpec(),  # Small: hashing and re-ordering, no tree.
-    index_lib.ScannSpec(num_leaves=30, num_leaves_to_search=10),
-    index_lib.ScannSpec(scorer="brute_force_int8", reorder_k=50),
+    index_core.ScannSpec(),  # Small: hashing and re-ordering, no tree.
+    index_core.ScannSpec(num_leaves=30, num_leaves_to_search=10),
+    index_core.ScannSpec(scorer="brute_force_int8", reorder_k=50),
   ],
 )
 def test_scann_top10_agrees_with_exact(tmp_path, spec):
@@ -113,7 +113,7 @@ def test_scann_top10_agrees_with_exact(tmp_path, spec):
   )
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
   ids = [f"e{i}" for i in range(3000)]
-  built = index_lib.Index.build(
+  built = index_core.Index.build(
     ids=ids,
     vectors=vectors,
     kind="scann",
@@ -123,10 +123,10 @@ def test_scann_top10_agrees_with_exact(tmp_path, spec):
   )
   assert built.info["recall_at_10"]["recall"] >= 0.95
   built.save(str(tmp_path / "index"))
-  loaded = index_lib.Index.load(str(tmp_path / "index"))
+  loaded = index_core.Index.load(str(tmp_path / "index"))
   queries = vectors[100:150] + 0.05 * rng.normal(size=(50, 32))
   found = loaded.search(queries, k=10)
-  exact = index_lib.Index(ids=ids, vectors=vectors, kind="exact", info={})
+  exact = index_core.Index(ids=ids, vectors=vectors, kind="exact", info={})
   truth = exact.search(queries, k=10)
   overlap = np.mean(
     [
@@ -141,18 +141,18 @@ def test_scann_top10_agrees_with_exact(tmp_path, spec):
 def test_recall_leaves_out_the_querys_own_row():
   rows = np.array([[3, 1, 2], [0, 4, 5]])
   np.testing.assert_array_equal(
-    index_lib._without_own_rows(rows, np.array([1, 9]), 2), [[3, 2], [0, 4]]
+    index_core._without_own_rows(rows, np.array([1, 9]), 2), [[3, 2], [0, 4]]
   )
   # Isotropic encodings queried with themselves: with its own row counted,
   # ScaNN's recall would include a free 1 in 10 per query.
   rng = np.random.default_rng(0)
   vectors = rng.normal(size=(2000, 64)).astype(np.float32)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-  built = index_lib.Index.build(
+  built = index_core.Index.build(
     ids=[str(i) for i in range(2000)],
     vectors=vectors,
     kind="scann",
-    spec=index_lib.ScannSpec(dims_per_block=8, reorder_k=20),
+    spec=index_core.ScannSpec(dims_per_block=8, reorder_k=20),
     info={},
     recall_rows=np.arange(100),
   )
@@ -171,10 +171,10 @@ def _unit_rows(seed: int, rows: int, dim: int) -> np.ndarray:
 def test_int8_round_trip_is_within_half_a_step_per_number():
   vectors = _unit_rows(0, 500, 96) * np.linspace(0.1, 3, 500)[:, None]
   vectors[7] = 0.0  # A zero row: scale 0, codes 0.
-  rows = index_lib.quantize_int8(vectors)
+  rows = index_core.quantize_int8(vectors)
   assert rows.codes.dtype == np.int8 and rows.scales.dtype == np.float32
   assert rows.shape == vectors.shape and len(rows) == 500
-  assert np.abs(rows.codes).max() == index_lib.INT8_MAX
+  assert np.abs(rows.codes).max() == index_core.INT8_MAX
   np.testing.assert_allclose(
     rows.scales, np.abs(vectors).max(axis=1) / 127, rtol=1e-6
   )
@@ -194,34 +194,34 @@ def test_int8_exact_search_keeps_recall_against_float32():
   noise = np.random.default_rng(3).standard_normal((4000, 256)) * 2.4 / 16
   vectors = centres[np.arange(4000) % 40] + noise.astype(np.float32)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-  rows = index_lib.in_dtype(vectors, "int8")
-  assert index_lib.recall_of_dtype(vectors, rows, sample=100) >= 0.97
+  rows = index_core.in_dtype(vectors, "int8")
+  assert index_core.recall_of_dtype(vectors, rows, sample=100) >= 0.97
   queries = _unit_rows(4, 50, 256)
   exact = scoring.top_k(queries, vectors, k=10)
   found = scoring.top_k(queries, rows, k=10)
-  assert index_lib.recall_against_exact(found.indices, exact.indices) >= 0.97
+  assert index_core.recall_against_exact(found.indices, exact.indices) >= 0.97
   np.testing.assert_allclose(found.scores, exact.scores, atol=5e-3)
-  assert index_lib.recall_of_dtype(vectors[:10], rows[:10]) is None
+  assert index_core.recall_of_dtype(vectors[:10], rows[:10]) is None
 
 
 def test_an_int8_shard_is_written_and_read_back(tmp_path):
   vectors = _unit_rows(5, 300, 32)
   ids = [f"e{i:03d}" for i in np.random.default_rng(6).permutation(300)]
-  entry = index_lib.write_shard(
+  entry = index_core.write_shard(
     str(tmp_path), index=0, num_shards=1, ids=ids, vectors=vectors, dtype="int8"
   )
   info = {"dtype": "int8", "dim": 32, "shards": [entry]}
-  shard = index_lib.read_shard(str(tmp_path), info, 0)
-  assert isinstance(shard.vectors, index_lib.Int8Rows)
+  shard = index_core.read_shard(str(tmp_path), info, 0)
+  assert isinstance(shard.vectors, index_core.Int8Rows)
   order = np.argsort(ids)
   assert shard.ids == sorted(ids)
-  expected = index_lib.quantize_int8(vectors[order])
+  expected = index_core.quantize_int8(vectors[order])
   np.testing.assert_array_equal(shard.vectors.codes, expected.codes)
   np.testing.assert_array_equal(shard.vectors.scales, expected.scales)
-  (found,) = index_lib.search_shard(shard, vectors[order][:1], k=3)
+  (found,) = index_core.search_shard(shard, vectors[order][:1], k=3)
   assert found[0][0] == shard.ids[0]
   assert found[0][1] == pytest.approx(1.0, abs=1e-2)
   with pytest.raises(ValueError, match="index dtype 'int4'"):
-    index_lib.in_dtype(vectors, "int4")
+    index_core.in_dtype(vectors, "int4")
   with pytest.raises(ValueError, match="scorer 'lsh'"):
-    index_lib.ScannSpec(scorer="lsh")
+    index_core.ScannSpec(scorer="lsh")

@@ -33,7 +33,7 @@ from jax.sharding import Mesh
 from trak_jax import capture, gradients, models, partitioning
 from trak_jax import correction as correction_lib
 from trak_jax import data as data_lib
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 from trak_jax import projection as projection_lib
 
 # Re-exported: callers spell them encoder.Fingerprint and
@@ -69,7 +69,7 @@ class EncoderConfig:
   correction: correction_lib.CorrectionSpec = correction_lib.CorrectionSpec()
   query_correction: correction_lib.CorrectionSpec | None = None
   projection: projection_lib.ProjectionSpec = projection_lib.ProjectionSpec()
-  hessian: hessian_lib.HessianSpec = hessian_lib.HessianSpec()
+  hessian: hessian_core.HessianSpec = hessian_core.HessianSpec()
   normalize: bool = True
   chunk_size: int = 8
   dtype: str = "float32"
@@ -101,7 +101,7 @@ class EncoderConfig:
       ),
       projection=projection_lib.ProjectionSpec.from_dict(values["projection"]),
       # Configs recorded before eval_directions mixed in all of R_eval.
-      hessian=hessian_lib.HessianSpec(
+      hessian=hessian_core.HessianSpec(
         **{"eval_directions": "all", **values["hessian"]}
       ),
       normalize=values["normalize"],
@@ -229,7 +229,7 @@ class TrackStarEncoder:
     correction: correction_lib.Correction,
     checkpoint_digest: str,
     mesh: Mesh,
-    preconditioner: hessian_lib.Preconditioner | None = None,
+    preconditioner: hessian_core.Preconditioner | None = None,
     query_correction: correction_lib.Correction | None = None,
   ):
     self.params = params
@@ -267,7 +267,7 @@ class TrackStarEncoder:
     mesh: Mesh | None = None,
     estimation_batches: Any = None,
     energy_batches: Any = None,
-    preconditioner: hessian_lib.Preconditioner | None = None,
+    preconditioner: hessian_core.Preconditioner | None = None,
   ) -> "TrackStarEncoder":
     """An encoder for any Flax linen causal LM, unchanged.
 
@@ -342,7 +342,7 @@ class TrackStarEncoder:
     return self.layout.dim
 
   def with_preconditioner(
-    self, preconditioner: hessian_lib.Preconditioner | None
+    self, preconditioner: hessian_core.Preconditioner | None
   ) -> "TrackStarEncoder":
     """The same encoder with another R^(-1/2) (shares nothing mutable)."""
     return TrackStarEncoder(
@@ -501,13 +501,13 @@ def _query_correction(config, correction, given, params, views):
 
 def finish(
   phi: jax.Array,
-  preconditioner: hessian_lib.Preconditioner | None,
+  preconditioner: hessian_core.Preconditioner | None,
   *,
   normalize: bool,
 ) -> jax.Array:
   """G = R^(-1/2) φ, then Ḡ = G / ‖G‖ (DESIGN.md section 1)."""
   if preconditioner is not None:
-    phi = hessian_lib.apply(preconditioner, phi)
+    phi = hessian_core.apply(preconditioner, phi)
   if normalize:
     norms = jnp.linalg.norm(phi, axis=-1, keepdims=True)
     phi = phi / jnp.maximum(norms, jnp.finfo(phi.dtype).tiny)
@@ -534,7 +534,7 @@ def from_checkpoint(
   *,
   estimation_batches: Any = None,
   energy_batches: Any = None,
-  preconditioner: hessian_lib.Preconditioner | None = None,
+  preconditioner: hessian_core.Preconditioner | None = None,
 ) -> TrackStarEncoder:
   """Builds an encoder from a loaded `trak_jax.checkpoint.Checkpoint`.
 
@@ -777,7 +777,7 @@ def preset(
   correction: str = "adafactor",
   factored: bool = False,
   projection: projection_lib.ProjectionSpec | None = None,
-  hessian: hessian_lib.HessianSpec | None = None,
+  hessian: hessian_core.HessianSpec | None = None,
 ) -> EncoderConfig:
   """The methods the paper compares, as configurations of one encoder.
 
@@ -811,7 +811,7 @@ def preset(
   if name not in PRESETS:
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
   projection = projection or projection_lib.ProjectionSpec()
-  mixed = hessian or hessian_lib.HessianSpec()
+  mixed = hessian or hessian_core.HessianSpec()
   fixed = correction_lib.CorrectionSpec(kind=correction, factored=factored)
   plain = correction_lib.CorrectionSpec(kind="none")
   none = dataclasses.replace(mixed, kind="none")

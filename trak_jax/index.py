@@ -53,7 +53,7 @@ import numpy as np
 
 from trak_jax import encoder as encoder_lib
 from trak_jax import files, scoring
-from trak_jax import hessian as hessian_lib
+from trak_jax import hessian as hessian_core
 
 INFO = "index.json"
 SHARDED = "sharded"  # index.json's `layout` of a sharded exact index
@@ -105,20 +105,20 @@ def _hessian_json_digest(hessian_info: dict, digest: str, hessian_dir: str):
   recorded = hessian_info.get("preconditioner_digest")
   if recorded is None:
     raise HessianMismatchError(
-      f"{hessian_lib.HESSIAN_INFO} in {hessian_dir} records no "
+      f"{hessian_core.HESSIAN_INFO} in {hessian_dir} records no "
       "preconditioner_digest (fitted before digests were recorded); refit "
       "the Hessian, then rebuild the indexes made from it"
     )
   if recorded != digest:
     raise HessianMismatchError(
-      f"{hessian_lib.HESSIAN_INFO} in {hessian_dir} records preconditioner "
-      f"digest {recorded}, but its {hessian_lib.HESSIAN_ARRAYS} holds an "
+      f"{hessian_core.HESSIAN_INFO} in {hessian_dir} records preconditioner "
+      f"digest {recorded}, but its {hessian_core.HESSIAN_ARRAYS} holds an "
       f"R^(-1/2) with digest {digest} (partly overwritten?); refit the Hessian"
     )
 
 
 def hessian_record(
-  preconditioner: hessian_lib.Preconditioner,
+  preconditioner: hessian_core.Preconditioner,
   hessian_info: dict,
   *,
   hessian_dir: str,
@@ -139,14 +139,14 @@ def hessian_record(
     HessianMismatchError: If hessian.json records no digest, or one that
       is not the digest of `preconditioner`.
   """
-  digest = hessian_lib.preconditioner_digest(preconditioner)
+  digest = hessian_core.preconditioner_digest(preconditioner)
   _hessian_json_digest(hessian_info, digest, hessian_dir)
   return {k: v for k, v in hessian_info.items() if k != "fingerprint"}
 
 
 def load_hessian(
   info: dict[str, Any], *, index_dir: str
-) -> hessian_lib.Preconditioner:
+) -> hessian_core.Preconditioner:
   """Reloads the R^(-1/2) an index was finished with, to finish queries.
 
   Args:
@@ -168,8 +168,8 @@ def load_hessian(
       f"index {index_dir} records no digest of the Hessian in {hessian_dir} "
       "(built before digests were recorded); rebuild the index"
     )
-  preconditioner, hessian_info = hessian_lib.load(hessian_dir)
-  digest = hessian_lib.preconditioner_digest(preconditioner)
+  preconditioner, hessian_info = hessian_core.load(hessian_dir)
+  digest = hessian_core.preconditioner_digest(preconditioner)
   _hessian_json_digest(hessian_info, digest, hessian_dir)
   if digest != recorded:
     raise HessianMismatchError(

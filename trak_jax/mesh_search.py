@@ -54,7 +54,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from trak_jax import files, partitioning
-from trak_jax import index as index_lib
+from trak_jax import index as index_core
 
 # The corpus axis: over every device, `data` and `model` folded together.
 ROWS = (partitioning.DATA_AXIS, partitioning.MODEL_AXIS)
@@ -354,7 +354,7 @@ class _ShardReader:
 
   def _shard(self, number: int) -> np.ndarray:
     if self._cached is None or self._cached[0] != number:
-      shard = index_lib.read_shard(
+      shard = index_core.read_shard(
         self._directory, self._info, number, verify=self._verify
       )
       self._cached = (number, shard.vectors)
@@ -362,7 +362,7 @@ class _ShardReader:
 
   def rows(self, start: int, stop: int) -> np.ndarray:
     """[stop - start, d] vectors in the index's `memory_dtype`."""
-    dtype = index_lib.memory_dtype(self._info["dtype"])
+    dtype = index_core.memory_dtype(self._info["dtype"])
     out = np.zeros((stop - start, self._info["dim"]), dtype)
     first = int(np.searchsorted(self._starts, start, side="right")) - 1
     for number in range(max(first, 0), len(self._starts) - 1):
@@ -419,8 +419,8 @@ def load_index(
       corrupted or unreadable.
   """
   directory = files.abspath(directory)
-  info = index_lib.load_info(directory)
-  if not index_lib.is_sharded(info):
+  info = index_core.load_info(directory)
+  if not index_core.is_sharded(info):
     raise ValueError(
       f"index {directory} is not a sharded exact index (layout "
       f"{info.get('layout')!r}, kind {info.get('kind')!r})"
@@ -428,7 +428,7 @@ def load_index(
   ids = [
     example_id
     for number in range(len(info["shards"]))
-    for example_id in index_lib.read_shard_ids(directory, info, number)
+    for example_id in index_core.read_shard_ids(directory, info, number)
   ]
   layout = plan_layout(len(ids), devices=mesh.size, chunk_rows=chunk_rows)
   total = layout.devices * layout.rows_per_device
@@ -443,7 +443,7 @@ def load_index(
     found = np.pad(found, ((0, len(rows) - len(found)), (0, 0)))
     return found[order[rows.start : rows.stop] - rows.start]
 
-  dtype = index_lib.memory_dtype(info["dtype"])
+  dtype = index_core.memory_dtype(info["dtype"])
   return MeshCorpus(
     vectors=_placed(mesh, layout, (info["dim"],), dtype, block),
     keys=_placed(

@@ -17,7 +17,7 @@ from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
-from trak_jax import hessian as hessian_lib_core
+from trak_jax import hessian as hessian_core
 from trak_jax import index as index_core
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
@@ -60,7 +60,7 @@ def test_hessian_job_matches_a_direct_fit(stages, tiny_run):
       rtol=1e-6,
     )
     start += size
-  expected = hessian_lib_core.auto_mix(
+  expected = hessian_core.auto_mix(
     [arrays[f"train_{i}"] for i in range(len(sizes))],
     [arrays[f"eval_{i}"] for i in range(len(sizes))],
     k=info["eigen_k"],
@@ -76,7 +76,7 @@ def test_index_finishes_encodings_and_measures_recall(stages):
   recall = stages["index"]["recall_at_10"]
   assert recall["recall"] >= 0.9 and recall["queries"] > 0
   store = store_lib.EncodingStore(str(stages["store"])).load()
-  preconditioner, _ = hessian_lib_core.load(str(stages["hessian_dir"]))
+  preconditioner, _ = hessian_core.load(str(stages["hessian_dir"]))
   order = np.argsort(store.ids)
   expected = np.asarray(
     encoder_lib.finish(
@@ -249,18 +249,18 @@ def _build_index(stages, hessian_dir, output_dir, config=CONFIG):
 
 
 def test_an_index_records_the_fit_of_its_hessian(stages):
-  preconditioner, info = hessian_lib_core.load(str(stages["hessian_dir"]))
+  preconditioner, info = hessian_core.load(str(stages["hessian_dir"]))
   recorded = stages["index"]["hessian"]
   assert recorded == {k: v for k, v in info.items() if k != "fingerprint"}
   assert recorded["preconditioner_digest"] == (
-    hessian_lib_core.preconditioner_digest(preconditioner)
+    hessian_core.preconditioner_digest(preconditioner)
   )
   assert {"mix", "eigen_k", "spec", "block_sizes"} <= set(recorded)
 
 
 def test_an_index_without_a_hessian_records_none(stages, tiny_run, tmp_path):
   config = dataclasses.replace(
-    CONFIG, hessian=hessian_lib_core.HessianSpec(kind="none")
+    CONFIG, hessian=hessian_core.HessianSpec(kind="none")
   )
   info = _build_index(stages, None, tmp_path / "index", config)
   assert info["hessian"] is None and info["hessian_dir"] is None
@@ -418,7 +418,7 @@ def test_trackstar_one_sided_fits_r_eval_from_uncorrected_queries(
     batch_size=16,
     max_len=loaded.max_len,
   )
-  preconditioner, _ = hessian_lib_core.load(str(hessian_dir))
+  preconditioner, _ = hessian_core.load(str(hessian_dir))
   np.testing.assert_allclose(
     finished.features[phi.finite],
     np.asarray(
@@ -445,7 +445,7 @@ def _brute_force_fit(stages, tiny_run, sizes):
   """The fit of CONFIG's Hessian from the whole store and every query's φ,
   accumulated in one pass each."""
   store = store_lib.EncodingStore(str(stages["store"]))
-  train = hessian_lib_core.Autocorrelation(sizes)
+  train = hessian_core.Autocorrelation(sizes)
   train.update(store.load().vectors.astype(np.float64))
   config = encoder_lib.with_recorded_layout(
     CONFIG, store.manifest["encoder_config"]
@@ -459,9 +459,9 @@ def _brute_force_fit(stages, tiny_run, sizes):
     max_len=loaded.max_len,
     finished=False,
   )
-  evaluation = hessian_lib_core.Autocorrelation(sizes)
+  evaluation = hessian_core.Autocorrelation(sizes)
   evaluation.update(phi.features[phi.finite].astype(np.float64))
-  return hessian_lib_core.fit(CONFIG.hessian, train, evaluation), train
+  return hessian_core.fit(CONFIG.hessian, train, evaluation), train
 
 
 def test_the_fit_hessian_transform_equals_a_brute_force_fit(
@@ -492,7 +492,7 @@ def test_the_fit_hessian_transform_equals_a_brute_force_fit(
     assert_that(info, equals_the_brute_force_fit)
     assert not (directory / files.COMPLETED).exists()
   assert (directory / files.COMPLETED).exists()
-  loaded, _ = hessian_lib_core.load(str(directory))
+  loaded, _ = hessian_core.load(str(directory))
   for ours, theirs in zip(
     loaded.blocks, expected.preconditioner.blocks, strict=True
   ):
@@ -535,7 +535,7 @@ def test_the_build_index_transform_writes_every_finished_encoding(
   assert (directory / files.COMPLETED).exists()
   index = index_core.Index.load(str(directory))
   loaded = store.load()
-  preconditioner, _ = hessian_lib_core.load(str(stages["hessian_dir"]))
+  preconditioner, _ = hessian_core.load(str(stages["hessian_dir"]))
   order = np.argsort(loaded.ids)
   expected = encoder_lib.finish(
     loaded.vectors[order].astype(np.float32), preconditioner, normalize=True
@@ -562,7 +562,7 @@ def test_unfinished_hessian_and_index_directories_are_refused(
   os.remove(hessian_dir / files.COMPLETED)
   message = re.escape(f"{hessian_dir}: no COMPLETED marker: the hessian job")
   with pytest.raises(files.UnfinishedError, match=message):
-    hessian_lib_core.load(str(hessian_dir))
+    hessian_core.load(str(hessian_dir))
   with pytest.raises(files.UnfinishedError, match=message):
     _build_index(stages, hessian_dir, tmp_path / "other")
   index_dir = tmp_path / "index"
