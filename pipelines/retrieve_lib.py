@@ -2,7 +2,7 @@
 
     queries -> batches -> encode (per method, finished with its Hessian)
             -> search each method's index -> model's own answer
-    proponent ids ⋈ corpus texts (CoGroupByKey)
+    proponents' texts (the needed ids a side input of the corpus's filter)
     -> report.jsonl, metrics.json (MRR, Recall and Precision at k), report.html
 
 Each index directory says which encoder config and Hessian it was built
@@ -462,13 +462,6 @@ def _parse_text(element):
   return [(example.id, example.text)]
 
 
-def _texts_per_query(element):
-  example_id, grouped = element
-  texts = list(grouped["text"])
-  for query_id in set(grouped["needed"]):
-    yield query_id, (example_id, texts[0] if texts else "")
-
-
 class WriteReport(beam.PTransform):
   """{"searched": (query id, partial record with every method's ranked
   proponents), "texts": (example id, text)} -> report.jsonl, metrics.json
@@ -489,25 +482,34 @@ class WriteReport(beam.PTransform):
 
   def expand(self, inputs):
     searched = inputs["searched"]
-    needed = searched | "Needed" >> beam.FlatMap(
-      lambda kv: [
-        (example_id, kv[0])
-        for ranked in kv[1]["ranked"].values()
-        for example_id, _ in ranked
-      ]
+    # Only the proponents' texts travel: the needed ids are a side input of
+    # the corpus's filter, the texts found a side input of the assembly.
+    needed = (
+      searched
+      | "Needed"
+      >> beam.FlatMap(
+        lambda kv: [
+          (example_id, None)
+          for ranked in kv[1]["ranked"].values()
+          for example_id, _ in ranked
+        ]
+      )
+      | "OncePerId" >> beam.Distinct()
     )
     texts = (
-      {"needed": needed, "text": inputs["texts"]}
-      | "JoinTexts" >> beam.CoGroupByKey()
-      | "TextsPerQuery" >> beam.FlatMap(_texts_per_query)
-      | "GroupTexts" >> beam.GroupByKey()
+      inputs["texts"]
+      | "NeededTexts"
+      >> beam.Filter(
+        lambda kv, ids: kv[0] in ids, ids=beam.pvalue.AsDict(needed)
+      )
+      | "OneTextPerId" >> beam.CombinePerKey(min)
     )
     return (
-      {"partial": searched, "texts": texts}
-      | "JoinQuery" >> beam.CoGroupByKey()
+      searched
       | "Assemble"
       >> beam.Map(
-        lambda kv: assemble(list(kv[1]["partial"])[0], dict(*kv[1]["texts"]))
+        lambda kv, texts: assemble(kv[1], texts),
+        texts=beam.pvalue.AsDict(texts),
       )
       | "Collect" >> beam.combiners.ToList()
       | "Write"
