@@ -2,25 +2,37 @@
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import evaluate_lib
+from pipelines import (
+  encode_lib,
+  evaluate_exact,
+  evaluate_influence,
+  evaluate_lib,
+  evaluate_tables,
+  hessian_lib,
+  index_lib,
+  retrieve_lib,
+)
+from trak_jax import data as data_lib
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
+from trak_jax.eval import exact as exact_lib
 from trak_jax.eval import metrics as metrics_lib
 
 
 @pytest.fixture(scope="module")
-def evaluation(tiny_run, tmp_path_factory):
-  out = tmp_path_factory.mktemp("eval")
-  options = evaluate_lib.EvaluateOptions(
+def evaluation_options(tiny_run, tmp_path_factory):
+  """The options the `evaluation` fixture runs with."""
+  return evaluate_lib.EvaluateOptions(
     corpus=tiny_run["corpus"],
     queries=tiny_run["queries"],
     checkpoint=tiny_run["checkpoint"],
-    output_dir=str(out),
+    output_dir=str(tmp_path_factory.mktemp("eval")),
     methods=("grad_dot", "trackstar"),
     projection=projection_lib.ProjectionSpec(dim=128),
     tailpatch_queries=4,
@@ -28,8 +40,14 @@ def evaluation(tiny_run, tmp_path_factory):
     num_shards=1,
     batch_size=16,
   )
-  results = evaluate_lib.run_evaluation(options, make_pipeline=TestPipeline)
-  return out, results
+
+
+@pytest.fixture(scope="module")
+def evaluation(evaluation_options):
+  results = evaluate_lib.run_evaluation(
+    evaluation_options, make_pipeline=TestPipeline
+  )
+  return pathlib.Path(evaluation_options.output_dir), results
 
 
 def test_evaluation_writes_every_output(evaluation):
@@ -106,18 +124,18 @@ def test_summary_equals_the_report_records(evaluation, tiny_run):
 
 
 def test_results_split_by_a_named_field(tiny_run):
-  queries = evaluate_lib.data_lib.read_queries(tiny_run["queries"])
+  queries = data_lib.read_queries(tiny_run["queries"])
   records = [
     {"query_id": q.id, "correct": i % 2 == 0} for i, q in enumerate(queries)
   ]
   field = next(iter(queries[0].extra))
-  groups = evaluate_lib.query_groups(records, queries, [field])
+  groups = evaluate_tables.query_groups(records, queries, [field])
   values = {str(q.extra.get(field)) for q in queries}
   named = [g for g in groups if g.startswith(f"{field}=")]
   assert len(named) == len(values)
   assert sum(groups[g].sum() for g in named) == len(queries)
   with pytest.raises(ValueError, match="no query has the field 'colour'"):
-    evaluate_lib.query_groups(records, queries, ["colour"])
+    evaluate_tables.query_groups(records, queries, ["colour"])
 
 
 def test_bm25_finds_stating_passages_on_facts(evaluation):
@@ -131,8 +149,8 @@ def test_bm25_finds_stating_passages_on_facts(evaluation):
 def test_scann_row_finds_most_of_exact_search(evaluation):
   out, results = evaluation
   overall = results["summary"]["all"]
-  metric = evaluate_lib.RECALL_VS_EXACT_SEARCH
-  scann = overall[evaluate_lib.SCANN]
+  metric = evaluate_exact.RECALL_VS_EXACT_SEARCH
+  scann = overall[evaluate_exact.SCANN]
   # ScaNN is approximate (quantised, then re-ordered): on the tiny corpus it
   # finds most of exact search's top-10, as tests/pipelines/test_stages.py
   # bounds it, but not necessarily in the same order.
@@ -151,7 +169,7 @@ def test_scann_row_finds_most_of_exact_search(evaluation):
     if line.startswith("| trackstar_scann |")
   )
   cells = [c.strip() for c in row.strip("|").split("|")][1:]
-  by_metric = dict(zip(evaluate_lib.METRICS, cells, strict=True))
+  by_metric = dict(zip(evaluate_tables.METRICS, cells, strict=True))
   assert by_metric["tail_patch"] == "–"
   assert by_metric["spearman_exact"] == "–"
   assert by_metric[metric].startswith(f"{scann[metric]['mean']:.3f}")
@@ -159,7 +177,7 @@ def test_scann_row_finds_most_of_exact_search(evaluation):
 
 
 def test_recall_vs_exact_search_on_hand_made_rankings():
-  recall = evaluate_lib.recall_vs_exact_search
+  recall = evaluate_exact.recall_vs_exact_search
   exact = ["a", "b", "c", "d"]
   assert recall(["d", "c", "b", "a"], exact) == 1.0  # order does not count
   assert recall(["a", "x", "c", "y"], exact) == 0.5
@@ -218,7 +236,7 @@ def test_influence_table_has_every_variant_and_top_k(evaluation):
   for variant in ("checkpoint", "checkpoint_noclip", "sgd"):
     for measure in ("dp", "dlogp"):
       for k in (1, 3, 5, 10):
-        name = evaluate_lib.influence_metric(variant, measure, k)
+        name = evaluate_influence.influence_metric(variant, measure, k)
         assert name in table
         for method in ("trackstar", "exact", "ground_truth"):
           assert overall[method][name]["n"] == 4, (method, name)
@@ -231,7 +249,7 @@ def test_influence_table_has_every_variant_and_top_k(evaluation):
 
 
 def test_a_rerun_resumes_after_the_finished_steps(
-  evaluation, tiny_run, monkeypatch
+  evaluation, evaluation_options, monkeypatch
 ):
   out, results = evaluation
   # Other tests read the first run's outputs: put them back afterwards.
@@ -241,27 +259,16 @@ def test_a_rerun_resumes_after_the_finished_steps(
     raise AssertionError("a finished step ran again")
 
   for module in (
-    evaluate_lib.encode_lib,
-    evaluate_lib.hessian_lib,
-    evaluate_lib.index_lib,
-    evaluate_lib.retrieve_lib,
+    encode_lib,
+    hessian_lib,
+    index_lib,
+    retrieve_lib,
   ):
     monkeypatch.setattr(module, "run_pipeline", must_not_run)
-  monkeypatch.setattr(evaluate_lib.exact_lib, "exact_scores", must_not_run)
-  real_tail_patch = evaluate_lib.tail_patch
-  monkeypatch.setattr(evaluate_lib, "tail_patch", must_not_run)
-  options = evaluate_lib.EvaluateOptions(
-    corpus=tiny_run["corpus"],
-    queries=tiny_run["queries"],
-    checkpoint=tiny_run["checkpoint"],
-    output_dir=str(out),
-    methods=("grad_dot", "trackstar"),
-    projection=projection_lib.ProjectionSpec(dim=128),
-    tailpatch_queries=4,
-    tailpatch_variants=("checkpoint", "checkpoint_noclip", "sgd"),
-    num_shards=1,
-    batch_size=16,
-  )
+  monkeypatch.setattr(exact_lib, "exact_scores", must_not_run)
+  real_tail_patch = evaluate_influence.tail_patch
+  monkeypatch.setattr(evaluate_influence, "tail_patch", must_not_run)
+  options = evaluation_options
   try:
     again = evaluate_lib.run_evaluation(options, make_pipeline=TestPipeline)
     assert again["meta"]["steps"]["ran"] == []
@@ -276,7 +283,7 @@ def test_a_rerun_resumes_after_the_finished_steps(
       results["summary"], sort_keys=True
     )
     # Another tail-patch limit: only tail-patch runs again.
-    monkeypatch.setattr(evaluate_lib, "tail_patch", real_tail_patch)
+    monkeypatch.setattr(evaluate_influence, "tail_patch", real_tail_patch)
     fewer = evaluate_lib.run_evaluation(
       dataclasses.replace(options, tailpatch_queries=2),
       make_pipeline=TestPipeline,
@@ -288,7 +295,7 @@ def test_a_rerun_resumes_after_the_finished_steps(
     # reads it too.
     (out / "steps" / "retrieve.json").unlink()
     monkeypatch.setattr(
-      evaluate_lib.retrieve_lib,
+      retrieve_lib,
       "run_pipeline",
       lambda *args, **kwargs: None,  # Its report is already there.
     )

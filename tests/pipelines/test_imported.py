@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import evaluate_lib
+from pipelines import evaluate_exact, evaluate_lib
 from trak_jax import data as data_lib
 from trak_jax import projection as projection_lib
 from trak_jax import report as report_lib
@@ -56,10 +56,10 @@ def test_every_method_ranks_the_corpus_of_the_imported_model(
   records = report_lib.read_report_jsonl(str(root / "eval" / "report.jsonl"))
   assert len(records) == results["meta"]["queries"] > 0
   for record in records:
-    for method in (*METHODS, evaluate_lib.EXACT):
+    for method in (*METHODS, evaluate_exact.EXACT):
       ids = [p["id"] for p in record["results"][method]["proponents"]]
       assert len(ids) == 10 and set(ids) <= corpus_ids, method
-  for method in (*METHODS, evaluate_lib.EXACT):
+  for method in (*METHODS, evaluate_exact.EXACT):
     assert 0 < results["summary"]["all"][method]["mrr"]["mean"] <= 1
 
 

@@ -4,7 +4,7 @@ summary (`trak_jax.eval.metrics.summarize`), on hand-made report records."""
 import numpy as np
 import pytest
 
-from pipelines import evaluate_lib, retrieve_lib
+from pipelines import evaluate_influence, evaluate_tables, retrieve_lib
 from trak_jax.eval import metrics as metrics_lib
 
 _FILLER = [f"x{i}" for i in range(10)]
@@ -63,12 +63,14 @@ def test_retrieval_metrics_at_3():
 def test_evaluation_counts_every_query_and_groups():
   tail = {
     "a": {"tail_patch": np.array([0.5, np.nan, np.nan])},
-    evaluate_lib.GROUND_TRUTH: {"tail_patch": np.array([1.0, 2.0, np.nan])},
+    evaluate_influence.GROUND_TRUTH: {
+      "tail_patch": np.array([1.0, 2.0, np.nan])
+    },
   }
-  table = evaluate_lib.per_query_metrics(RECORDS, ["a", "b"], tail, k=10)
-  assert list(table) == ["a", "b", evaluate_lib.GROUND_TRUTH]
+  table = evaluate_tables.per_query_metrics(RECORDS, ["a", "b"], tail, k=10)
+  assert list(table) == ["a", "b", evaluate_influence.GROUND_TRUTH]
   assert list(table["b"]) == ["mrr", "recall@10", "precision@10", "tail_patch"]
-  assert list(table[evaluate_lib.GROUND_TRUTH]) == ["tail_patch"]
+  assert list(table[evaluate_influence.GROUND_TRUTH]) == ["tail_patch"]
   groups = {
     "all": np.ones(3, bool),
     "model_correct": np.array([True, False, True]),
@@ -79,13 +81,13 @@ def test_evaluation_counts_every_query_and_groups():
   assert summary["all"]["a"]["mrr"]["mean"] == pytest.approx((1 + 0.2) / 3)
   assert summary["model_correct"]["a"]["mrr"]["mean"] == pytest.approx(0.5)
   assert summary["all"]["b"]["tail_patch"]["n"] == 0
-  assert summary["all"][evaluate_lib.GROUND_TRUTH]["tail_patch"]["n"] == 2
+  assert summary["all"][evaluate_influence.GROUND_TRUTH]["tail_patch"]["n"] == 2
 
 
 def test_results_table_names_its_columns_by_k():
-  assert evaluate_lib.METRICS == evaluate_lib.result_metrics(10)
-  assert evaluate_lib.METRICS[:3] == ("mrr", "recall@10", "precision@10")
-  assert evaluate_lib.result_metrics(3)[:3] == (
+  assert evaluate_tables.METRICS == evaluate_tables.result_metrics(10)
+  assert evaluate_tables.METRICS[:3] == ("mrr", "recall@10", "precision@10")
+  assert evaluate_tables.result_metrics(3)[:3] == (
     "mrr",
     "recall@3",
     "precision@3",
