@@ -67,7 +67,9 @@ _CORPUS = flags.DEFINE_string(
 _MULTIPLIERS = flags.DEFINE_list("multipliers", ["1", "2", "4"], "Sizes.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per size.")
 _LENGTH_BUCKETS = flags.DEFINE_list(
-  "length_buckets", ["16", "32", "48"], "The job's --length_buckets."
+  "length_buckets",
+  ["16", "32", "48"],
+  "The job's EncodeOptions.length_buckets.",
 )
 _BATCH = 32
 _NUM_SHARDS = 4
@@ -98,9 +100,10 @@ def run_job(corpus: str, output_dir: str, cache_dir: str) -> dict[str, float]:
     f"--checkpoint={_CHECKPOINT.value}",
     f"--output_dir={output_dir}",
     f"--gin_file={_GIN_FILE}",
-    f"--batch_size={_BATCH}",
-    f"--num_shards={_NUM_SHARDS}",
-    f"--length_buckets={','.join(_LENGTH_BUCKETS.value)}",
+    f"--gin_bindings=encode_lib.EncodeOptions.batch_size = {_BATCH}",
+    f"--gin_bindings=encode_lib.EncodeOptions.num_shards = {_NUM_SHARDS}",
+    "--gin_bindings=encode_lib.EncodeOptions.length_buckets = "
+    f"{tuple(int(n) for n in _LENGTH_BUCKETS.value)}",
     f"--compilation_cache_dir={cache_dir}",
   ]
   start = time.perf_counter()

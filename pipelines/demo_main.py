@@ -2,6 +2,9 @@ r"""`make demo`: the whole job on the bundled fact-tracing data.
 
   python -m pipelines.demo_main --output_dir=out/demo
 
+Configured by experiments/demo.gin (training) and gin/runs/demo.gin (the
+evaluation), then --gin_file and --gin_bindings.
+
 Steps (the data and the model are reused when they already exist):
 1. generate the FactBench demo corpus and queries (`<out>/data/`);
 2. train the demo model from `gin/experiments/demo.gin` (`<out>/model/`);
@@ -23,16 +26,10 @@ from absl import app, flags, logging
 from pipelines import evaluate_lib, launch
 from trak_jax import checkpoint as checkpoint_lib
 from trak_jax import data as data_lib
-from trak_jax import gin_utils, predict, train
+from trak_jax import gin_utils, predict
 from trak_jax.eval import factbench
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo", "Output root.")
-_DIM = flags.DEFINE_integer(
-  "dim", None, "Projection dimension d (default: the projection's)."
-)
-_TAILPATCH = flags.DEFINE_integer(
-  "tailpatch_queries", 80, "Queries scored by tail-patch (the slow part)."
-)
 
 
 def generate_data(output_dir: str) -> dict[str, str]:
@@ -46,21 +43,6 @@ def generate_data(output_dir: str) -> dict[str, str]:
     bench = factbench.generate(factbench.FactBenchConfig.demo())
     factbench.write_jsonl(bench, data_dir)
   return paths
-
-
-def train_model(corpus_path: str, model_dir: str) -> train.TrainResult:
-  """Trains (or resumes, or reuses) the demo model from gin."""
-  gin_utils.parse(
-    launch.GIN_FILES.value or ["experiments/demo.gin"],
-    [
-      f"train.train.corpus_path = '{corpus_path}'",
-      f"train.train.output_dir = '{model_dir}'",
-      *launch.GIN_BINDINGS.value,
-    ],
-  )
-  result = gin.get_configurable(train.train)()
-  gin_utils.write_operative_config(model_dir)
-  return result
 
 
 def fact_accuracy(checkpoint_path: str, queries_path: str) -> dict:
@@ -80,8 +62,13 @@ def main(argv):
   out = _OUTPUT_DIR.value
   paths = generate_data(out)
   model_dir = os.path.join(out, "model")
+  launch.parse_gin(
+    "demo",
+    before=[launch.TRAINING_GIN_FILE],
+    bindings=launch.training_bindings(paths["corpus"], model_dir),
+  )
   start = time.perf_counter()
-  result = train_model(paths["corpus"], model_dir)
+  result = launch.train_from_gin(model_dir)
   accuracy = fact_accuracy(result.checkpoint_path, paths["queries"])
   with open(os.path.join(model_dir, "fact_accuracy.json"), "w") as f:
     json.dump(accuracy, f, indent=2)
@@ -94,15 +81,14 @@ def main(argv):
   print("queries answered correctly (greedy continuation == target):")
   for group, row in sorted(accuracy.items()):
     print(f"  {group:>6}: {row['accuracy']:.3f} of {row['queries']}")
-  results = evaluate_lib.evaluate(
-    make_pipeline=lambda: launch.make_pipeline(),
+  options = gin.get_configurable(evaluate_lib.EvaluateOptions)(
     corpus=paths["corpus"],
     queries=paths["queries"],
     checkpoint=result.output_dir,
     output_dir=os.path.join(out, "eval"),
-    dim=_DIM.value,
-    tailpatch_queries=_TAILPATCH.value,
   )
+  gin_utils.write_operative_config(options.output_dir)
+  results = evaluate_lib.evaluate(options, make_pipeline=launch.make_pipeline)
   print(
     f"demo finished in {time.perf_counter() - start:.0f} s "
     f"(evaluation {results['meta']['seconds']:.0f} s)"

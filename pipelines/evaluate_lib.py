@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -92,7 +92,6 @@ class EvaluateOptions:
       influence table. Each variant costs one more patch per proponent.
     num_shards: Store shards.
     batch_size: Examples per encoder call.
-    pipeline_options: Beam options for every job.
     group_by: Query fields the results are split by (besides whether the
       model answers the query).
     exact_max_params: The exact reference row (whole gradients) runs for
@@ -118,7 +117,6 @@ class EvaluateOptions:
   tailpatch_variants: tuple[str, ...] = ("checkpoint",)
   num_shards: int = 4
   batch_size: int = 32
-  pipeline_options: str = "--runner=DirectRunner"
   group_by: tuple[str, ...] = ("frequency_bucket",)
   exact_max_params: int = 20_000_000
   scann: bool = True
@@ -425,50 +423,11 @@ def write_outputs(options, records, summary, meta) -> None:
 
 
 def evaluate(
-  *,
-  make_pipeline: Callable[[], Any],
-  corpus: str,
-  queries: str,
-  checkpoint: str,
-  output_dir: str,
-  dim: int | None = None,
-  tailpatch_queries: int | None = None,
-  tailpatch_step_size: float | None = None,
-  tailpatch_variants: tuple[str, ...] = ("checkpoint",),
-  hessian_mix: float | None = None,
-  group_by: Sequence[str] = ("frequency_bucket",),
-  scann: bool = True,
-  resume: bool = True,
+  options: EvaluateOptions, *, make_pipeline: Callable[[], Any]
 ) -> dict[str, Any]:
-  """Runs the evaluation with default settings, prints the table.
-
-  `dim` is d (None: the projection's default); `hessian_mix` is
-  TrackStar's λ (None: the k-th-eigenvalue rule); `tailpatch_step_size`
-  the learning rate of tail-patch's step (None: the checkpoint's);
-  `tailpatch_variants` its steps (the first is the headline); `scann`
-  adds the row `trackstar_scann` (TrackStar searched through ScaNN);
-  `resume` skips the steps that finished before (`Steps`).
-  """
-  options = EvaluateOptions(
-    corpus=corpus,
-    queries=queries,
-    checkpoint=checkpoint,
-    output_dir=output_dir,
-    projection=(
-      projection_lib.ProjectionSpec()
-      if dim is None
-      else projection_lib.ProjectionSpec(dim=dim)
-    ),
-    hessian=hessian_core.HessianSpec(mix=hessian_mix),
-    tailpatch_queries=tailpatch_queries,
-    tailpatch_step_size=tailpatch_step_size,
-    tailpatch_variants=tuple(tailpatch_variants),
-    group_by=tuple(group_by),
-    scann=scann,
-    resume=resume,
-  )
+  """`run_evaluation`, then prints the table and where the report is."""
   results = run_evaluation(options, make_pipeline=make_pipeline)
-  with files.open(os.path.join(output_dir, "results.md")) as f:
+  with files.open(os.path.join(options.output_dir, "results.md")) as f:
     print(f.read())
-  print(f"report: {output_dir}/report.html")
+  print(f"report: {options.output_dir}/report.html")
   return results

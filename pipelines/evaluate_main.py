@@ -3,9 +3,13 @@ r"""Runs the fact-tracing evaluation on anyone's data.
   trak-jax-eval --corpus=corpus.jsonl --queries=queries.jsonl \
     [--checkpoint=model_dir] --output_dir=out/eval
 
-Without --checkpoint, a model is trained on the corpus first with the gin
-training config (`--gin_file`, default experiments/demo.gin) into
-`<output_dir>/model`.
+Options from gin/runs/eval.gin (the projection and TrackStar's Hessian:
+runs/encoder.gin), then --gin_file and --gin_bindings, e.g.
+`--gin_bindings="evaluate_lib.EvaluateOptions.tailpatch_queries = 100"` or
+`--gin_bindings="projection.ProjectionSpec.dim = 65536"`; `<output_dir>/
+config.gin` records them. Without --checkpoint, a model is trained on the
+corpus first into `<output_dir>/model`, from experiments/demo.gin (parsed
+first, so a training config among --gin_file overrides it).
 """
 
 import json
@@ -14,7 +18,7 @@ import gin
 from absl import app, flags, logging
 
 from pipelines import evaluate_lib, launch
-from trak_jax import gin_utils, train
+from trak_jax import gin_utils
 
 _CORPUS = flags.DEFINE_string("corpus", None, "Corpus spec.", required=True)
 _QUERIES = flags.DEFINE_string("queries", None, "Query JSONL.", required=True)
@@ -22,82 +26,31 @@ _CHECKPOINT = flags.DEFINE_string(
   "checkpoint", None, "Trained model; trained on the corpus if not given."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
-_DIM = flags.DEFINE_integer(
-  "dim", None, "Projection dimension d (default: the projection's)."
-)
-_GROUP_BY = flags.DEFINE_list(
-  "group_by", ["frequency_bucket"], "Query fields results are split by."
-)
-_MIX = flags.DEFINE_float(
-  "hessian_mix", None, "TrackStar's λ (default: the k-th-eigenvalue rule)."
-)
-_TAILPATCH = flags.DEFINE_integer(
-  "tailpatch_queries", None, "Queries scored by tail-patch (default all)."
-)
-_STEP_SIZE = flags.DEFINE_float(
-  "tailpatch_step_size",
-  None,
-  "Learning rate of tail-patch's step (default: the checkpoint's final one; "
-  "needed for an imported checkpoint without optimizer or --learning_rate).",
-)
-_VARIANTS = flags.DEFINE_list(
-  "tailpatch_variants",
-  ["checkpoint"],
-  "Tail-patch steps: checkpoint, checkpoint_noclip, sgd (the first is the "
-  "headline tail_patch column).",
-)
-_SCANN = flags.DEFINE_bool(
-  "scann",
-  True,
-  "Also search TrackStar's store and Hessian through ScaNN (the row "
-  "trackstar_scann); --noscann leaves it out.",
-)
-_RESUME = flags.DEFINE_bool(
-  "resume",
-  True,
-  "Skip the steps (jobs, exact reference, tail-patch) that finished in an "
-  "earlier run into --output_dir from the same inputs; --noresume reruns "
-  "them all.",
-)
-
-
-def train_if_needed(output_dir: str) -> str:
-  """The checkpoint to evaluate: given, or trained on the corpus from gin."""
-  if _CHECKPOINT.value:
-    return _CHECKPOINT.value
-  model_dir = f"{output_dir}/model"
-  gin_utils.parse(
-    launch.GIN_FILES.value or ["experiments/demo.gin"],
-    [
-      f"train.train.corpus_path = '{_CORPUS.value}'",
-      f"train.train.output_dir = '{model_dir}'",
-      *launch.GIN_BINDINGS.value,
-    ],
-  )
-  result = gin.get_configurable(train.train)()
-  gin_utils.write_operative_config(model_dir)
-  return result.output_dir
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  checkpoint = train_if_needed(_OUTPUT_DIR.value)
-  results = evaluate_lib.evaluate(
-    make_pipeline=lambda: launch.make_pipeline(),
+  output_dir = _OUTPUT_DIR.value
+  model_dir = f"{output_dir}/model"
+  checkpoint = _CHECKPOINT.value
+  if checkpoint:
+    launch.parse_gin("eval")
+  else:
+    launch.parse_gin(
+      "eval",
+      before=[launch.TRAINING_GIN_FILE],
+      bindings=launch.training_bindings(_CORPUS.value, model_dir),
+    )
+    checkpoint = launch.train_from_gin(model_dir).output_dir
+  options = gin.get_configurable(evaluate_lib.EvaluateOptions)(
     corpus=_CORPUS.value,
     queries=_QUERIES.value,
     checkpoint=checkpoint,
-    output_dir=_OUTPUT_DIR.value,
-    dim=_DIM.value,
-    tailpatch_queries=_TAILPATCH.value,
-    tailpatch_step_size=_STEP_SIZE.value,
-    tailpatch_variants=tuple(_VARIANTS.value),
-    hessian_mix=_MIX.value,
-    group_by=_GROUP_BY.value,
-    scann=_SCANN.value,
-    resume=_RESUME.value,
+    output_dir=output_dir,
   )
+  gin_utils.write_operative_config(output_dir)
+  results = evaluate_lib.evaluate(options, make_pipeline=launch.make_pipeline)
   print(json.dumps({"seconds": results["meta"]["seconds"]}))
 
 

@@ -5,9 +5,13 @@ r"""Retrieves proponents for a query file and writes a browsable report.
     --index=trackstar=out/demo/indexes/trackstar \
     --index=grad_dot=out/demo/indexes/grad_dot --output_dir=out/demo/report
 
+Options (k, search, ...) from gin/runs/retrieve.gin, then --gin_file and
+--gin_bindings; config.gin records them next to the report.
+
 With `--distributed` (or TRAK_JAX_DISTRIBUTED=1) every process of a
-multi-host JAX job runs this binary with `--search=mesh`: the sharded exact
-indexes lie on one global mesh over all processes' devices and process 0
+multi-host JAX job runs this binary with
+`--gin_bindings="retrieve_lib.RetrieveOptions.search = 'mesh'"`: the sharded
+exact indexes lie on one global mesh over all processes' devices and process 0
 writes the report (pipelines/retrieve_distributed.py), without Beam.
 Elsewhere than a TPU VM slice pass --coordinator_address, --num_processes
 and --process_id.
@@ -15,10 +19,12 @@ and --process_id.
 
 import json
 
+import gin
+import jax
 from absl import app, flags, logging
 
 from pipelines import launch, retrieve_lib
-from trak_jax import distributed
+from trak_jax import gin_utils
 
 _QUERIES = flags.DEFINE_string("queries", None, "Query JSONL.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -29,36 +35,8 @@ _INDEX = flags.DEFINE_multi_string(
   "index", [], "METHOD=INDEX_DIR, once per method (at least one)."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output.", required=True)
-_K = flags.DEFINE_integer("k", 10, "Proponents per query and method.")
-_SEARCH = flags.DEFINE_enum(
-  "search",
-  "beam",
-  retrieve_lib.SEARCHES,
-  "How sharded exact indexes are searched: beam (every index shard a work "
-  "item, partial top-k merged per query) or mesh (loaded onto all devices "
-  "of the worker that encodes the queries, searched as one SPMD program).",
-)
-_APPROX_RECALL_TARGET = flags.DEFINE_float(
-  "approx_recall_target",
-  None,
-  "With --search=mesh: pick candidates with jax.lax.approx_max_k at this "
-  "recall target, in (0, 1] (default: exact top-k). Recorded in "
-  "metrics.json's search.",
-)
-_DISTRIBUTED = flags.DEFINE_bool(
-  "distributed",
-  None,
-  "Retrieve as one of several JAX processes, with --search=mesh (default: "
-  "TRAK_JAX_DISTRIBUTED).",
-)
-_COORDINATOR = flags.DEFINE_string(
-  "coordinator_address", None, "host:port of process 0 (not on TPU VMs)."
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-  "num_processes", None, "Processes in the job (not on TPU VMs)."
-)
-_PROCESS_ID = flags.DEFINE_integer(
-  "process_id", None, "This process's index (not on TPU VMs)."
+_DISTRIBUTED = launch.DistributedFlags.define(
+  "Retrieve, with RetrieveOptions.search = 'mesh',"
 )
 
 
@@ -82,24 +60,17 @@ def parse_indexes(values: list[str]) -> tuple[tuple[str, str], ...]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  is_distributed = distributed.requested(_DISTRIBUTED.value)
-  if is_distributed:
-    distributed.initialize(
-      coordinator_address=_COORDINATOR.value,
-      num_processes=_NUM_PROCESSES.value,
-      process_id=_PROCESS_ID.value,
-    )
-  launch.parse_gin()
-  options = retrieve_lib.RetrieveOptions(
+  is_distributed = _DISTRIBUTED.join()
+  launch.parse_gin("retrieve")
+  options = gin.get_configurable(retrieve_lib.RetrieveOptions)(
     queries=_QUERIES.value,
     checkpoint=_CHECKPOINT.value,
     corpus=_CORPUS.value,
     indexes=parse_indexes(_INDEX.value),
     output_dir=_OUTPUT_DIR.value,
-    k=_K.value,
-    search=_SEARCH.value,
-    approx_recall_target=_APPROX_RECALL_TARGET.value,
   )
+  if not is_distributed or jax.process_index() == 0:
+    gin_utils.write_operative_config(options.output_dir)
   if is_distributed:
     from pipelines import retrieve_distributed
 

@@ -5,6 +5,8 @@ Library functions know nothing of gin; binaries make them configurable with
 `from __gin__ import dynamic_registration` (as t5x does).
 """
 
+import contextlib
+import logging
 import os
 from collections.abc import Sequence
 
@@ -32,7 +34,24 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> None:
         f"gin file {path!r} not found (also looked in {GIN_DIR})"
       )
     resolved.append(candidate)
-  gin.parse_config_files_and_bindings(resolved, list(gin_bindings))
+  with _quiet_resource_lookups():
+    gin.parse_config_files_and_bindings(resolved, list(gin_bindings))
+
+
+def _not_a_resource_miss(record: logging.LogRecord) -> bool:
+  return not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+
+
+@contextlib.contextmanager
+def _quiet_resource_lookups():
+  """Drops the "Path not found" line gin logs for every include before it
+  finds the file under `gin/` (it looks for a Python resource first)."""
+  root = logging.getLogger()
+  root.addFilter(_not_a_resource_miss)
+  try:
+    yield
+  finally:
+    root.removeFilter(_not_a_resource_miss)
 
 
 def write_operative_config(output_dir: str) -> str:

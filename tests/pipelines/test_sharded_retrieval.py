@@ -667,8 +667,8 @@ def test_two_jax_processes_retrieve_on_one_global_mesh(sharded, tmp_path):
     f"--corpus={sharded['corpus_path']}",
     *[f"--index={name}={_index_dir(sharded, name)}" for name in methods],
     f"--output_dir={output_dir}",
-    f"--k={K}",
-    "--search=mesh",
+    f"--gin_bindings=retrieve_lib.RetrieveOptions.k = {K}",
+    "--gin_bindings=retrieve_lib.RetrieveOptions.search = 'mesh'",
     "--distributed",
     f"--coordinator_address=localhost:{_free_port()}",
     "--num_processes=2",
@@ -694,6 +694,8 @@ def test_two_jax_processes_retrieve_on_one_global_mesh(sharded, tmp_path):
     "recall_target": None,
     "processes": 2,
   }
+  config = (output_dir / "config.gin").read_text()
+  assert "retrieve_lib.RetrieveOptions.search = 'mesh'" in config
   records = report_lib.read_report_jsonl(str(output_dir / "report.jsonl"))
   by_query = {r["query_id"]: r for r in records}
   assert sorted(by_query) == sorted(r["query_id"] for r in sharded["records"])
