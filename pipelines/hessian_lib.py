@@ -2,6 +2,7 @@
 
     store shards -> seeded sample of φ -> Σ φφᵀ (float64)  = R_train
     queries      -> encoder φ           -> Σ φφᵀ (float64)  = R_eval
+    (too long)   -> rejected.jsonl
     -> λ (given or by the k-th-eigenvalue rule) -> R^(-1/2) -> hessian dir
 
 DESIGN.md section 1, "R". The sample is seeded per example id, so the same
@@ -19,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from trak_jax import data as data_lib
+from pipelines import queries as queries_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
 from trak_jax import hessian as hessian_core
@@ -214,8 +215,9 @@ class FitHessian(beam.PTransform):
 
   Stages: Shards, Sample and RTrain (the seeded sample of the store and its
   autocorrelation); for hessian "mixed", Queries, Batch, EncodeQueries and
-  REval; then Fit (λ, R^(-1/2)) and Write (hessian.npz, hessian.json and,
-  last, COMPLETED).
+  REval (a query too long for the model goes to rejected.jsonl, named by
+  its id, before the run); then Fit (λ, R^(-1/2)) and Write (hessian.npz,
+  hessian.json and, last, COMPLETED).
 
   Checks its inputs (`plan`) when applied, and then removes the marker of
   an earlier run from the output directory: a rerun refits and rewrites
@@ -242,10 +244,17 @@ class FitHessian(beam.PTransform):
     )
     extra = []
     if spec.kind == "mixed":
+      queries, rejected = queries_lib.read(options.queries, options.checkpoint)
+      queries_lib.write_rejected(options.output_dir, rejected)
+      if not queries:
+        raise ValueError(
+          f"no query of {options.queries} fits the model's max_len "
+          f"({len(rejected)} rejected, see {options.output_dir}/rejected.jsonl)"
+        )
       extra.append(
         beam.pvalue.AsSingleton(
           start
-          | "Queries" >> beam.Create(data_lib.read_queries(options.queries))
+          | "Queries" >> beam.Create(queries)
           | "Batch"
           >> beam.BatchElements(
             min_batch_size=options.batch_size,

@@ -34,7 +34,11 @@ class _Searcher(retrieve_lib.SearchQueries):
 
 def search(options: retrieve_lib.RetrieveOptions) -> list[tuple[str, dict]]:
   """(query id, partial report record) of every query, on every process."""
-  queries = data_lib.read_queries(options.queries)
+  queries = retrieve_lib.read_queries(
+    options.queries,
+    options.checkpoint,
+    options.output_dir if jax.process_index() == 0 else None,
+  )
   searcher = _Searcher(options)
   searcher.setup()
   partials = []

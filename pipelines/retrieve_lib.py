@@ -36,6 +36,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipelines import encode_lib
+from pipelines import queries as queries_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files, mesh_search, partitioning, predict, report
@@ -343,10 +344,27 @@ class MergeSharded(beam.PTransform):
     )
 
 
+def read_queries(
+  path: str, checkpoint: str, output_dir: str | None
+) -> list[data_lib.Query]:
+  """The queries the model can encode; the others are written, with why,
+  to `<output_dir>/rejected.jsonl` (when `output_dir` is given)."""
+  queries, rejected = queries_lib.read(path, checkpoint)
+  if output_dir is not None:
+    files.makedirs(output_dir)
+    queries_lib.write_rejected(output_dir, rejected)
+  if not queries:
+    raise ValueError(f"no query of {path} fits the model's max_len")
+  return queries
+
+
 def search(pipeline: beam.Pipeline, options: RetrieveOptions):
   """Queries -> (query id, partial report record with every method's
-  ranked proponents); sharded indexes are scored shard by shard."""
-  queries = data_lib.read_queries(options.queries)
+  ranked proponents); sharded indexes are scored shard by shard. Queries
+  too long for the model go to rejected.jsonl, named by id."""
+  queries = read_queries(
+    options.queries, options.checkpoint, options.output_dir
+  )
   searched = (
     pipeline
     | "Queries" >> beam.Create(queries)

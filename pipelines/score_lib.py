@@ -33,6 +33,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines import encode_lib, index_lib, retrieve_lib
+from pipelines import queries as queries_lib
 from trak_jax import data as data_lib
 from trak_jax import encoder as encoder_lib
 from trak_jax import files
@@ -231,12 +232,19 @@ def corpus_texts(parsed):
 
 
 class Complete(beam.DoFn):
-  """Writes rejected.jsonl, score.json and, last, COMPLETED, once the
-  report is written (its summary is a side input)."""
+  """Writes rejected.jsonl (the corpus's rejections and the queries too
+  long for the model), score.json and, last, COMPLETED, once the report is
+  written (its summary is a side input)."""
 
-  def __init__(self, options: ScoreOptions, recorded: dict[str, Any]):
+  def __init__(
+    self,
+    options: ScoreOptions,
+    recorded: dict[str, Any],
+    query_rejected: list[store_lib.Rejection],
+  ):
     self._options = options
     self._recorded = recorded
+    self._query_rejected = query_rejected
 
   def process(self, _, summary, rejected, scored, num_read):
     counts = {
@@ -244,6 +252,7 @@ class Complete(beam.DoFn):
       "scored": sum(scored),
       "rejected": len(rejected),
       "queries": summary["queries"],
+      "queries_rejected": len(self._query_rejected),
     }
     if counts["scored"] + counts["rejected"] != num_read:
       raise store_lib.StoreError(
@@ -251,7 +260,9 @@ class Complete(beam.DoFn):
         f"{counts['rejected']} rejected != {num_read} read"
       )
     directory = self._options.output_dir
-    store_lib.write_rejected(directory, [r.to_dict() for r in rejected])
+    store_lib.write_rejected(
+      directory, [r.to_dict() for r in [*rejected, *self._query_rejected]]
+    )
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     info = {**self._recorded, "counts": counts, "created": created}
     files.write_json(os.path.join(directory, INFO), info)
@@ -325,7 +336,11 @@ def prepare(options: ScoreOptions):
 def score(pipeline: beam.Pipeline, options: ScoreOptions, fingerprint, digest):
   """The job's stages: (query id, partial report record), the parsed
   corpus, and the shard outputs (top-k, REJECTED, SCORED)."""
-  queries = data_lib.read_queries(options.queries)
+  queries, query_rejected = queries_lib.read(
+    options.queries, options.encode.checkpoint
+  )
+  if not queries:
+    raise ValueError(f"no query of {options.queries} fits the model's max_len")
   searched = (
     pipeline
     | "Queries" >> beam.Create(queries)
@@ -359,7 +374,7 @@ def score(pipeline: beam.Pipeline, options: ScoreOptions, fingerprint, digest):
   ranked = {"partial": searched.partial, "sharded": shards.top_k} | (
     retrieve_lib.MergeSharded(k=options.k, methods=(options.method,))
   )
-  return ranked, raw, parsed, shards
+  return ranked, raw, parsed, shards, query_rejected
 
 
 class Score(beam.PTransform):
@@ -388,7 +403,7 @@ class Score(beam.PTransform):
     options, fingerprint, record = prepare(self._options)
     files.makedirs(options.output_dir)
     files.remove_marker(options.output_dir)
-    ranked, raw, parsed, shards = score(
+    ranked, raw, parsed, shards, query_rejected = score(
       start.pipeline, options, fingerprint, index_lib.digest_of(record)
     )
     summary = {
@@ -405,7 +420,9 @@ class Score(beam.PTransform):
       | "Once" >> beam.Create([None])
       | "Complete"
       >> beam.ParDo(
-        Complete(options, _recorded(options, fingerprint, record)),
+        Complete(
+          options, _recorded(options, fingerprint, record), query_rejected
+        ),
         beam.pvalue.AsSingleton(summary),
         beam.pvalue.AsList(rejected),
         beam.pvalue.AsList(shards[SCORED]),

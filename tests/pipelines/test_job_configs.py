@@ -106,16 +106,10 @@ def test_score_takes_its_encoding_from_the_encode_file():
   )
 
 
-def test_the_demo_scores_80_queries_by_tail_patch():
+def test_the_demo_is_the_evaluation_with_80_tail_patched_queries():
   parse("demo")
-  options = from_gin(evaluate_lib.EvaluateOptions)
-  assert options.tailpatch_queries == 80
-  assert (
-    options.projection
-    == evaluate_lib.EvaluateOptions(
-      **PATHS[evaluate_lib.EvaluateOptions]
-    ).projection
-  )
+  cls = evaluate_lib.EvaluateOptions
+  assert from_gin(cls) == cls(**PATHS[cls], tailpatch_queries=80)
 
 
 def test_bindings_reach_the_options_and_bad_values_are_named():

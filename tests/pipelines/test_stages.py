@@ -574,3 +574,66 @@ def test_unfinished_hessian_and_index_directories_are_refused(
   loaded = checkpoint_lib.load_checkpoint(tiny_run["checkpoint"])
   with pytest.raises(files.UnfinishedError, match=message):
     retrieve_lib.load_method(loaded, str(index_dir))
+
+
+def test_a_too_long_query_is_rejected_with_its_id(stages, tiny_run, tmp_path):
+  with open(tiny_run["queries"]) as f:
+    lines = f.read().splitlines()
+  long_query = {
+    "id": "q-too-long",
+    "prompt": " ".join(["the capital of"] * 200),
+    "target": "Paris",
+  }
+  queries = tmp_path / "queries.jsonl"
+  middle = len(lines) // 2
+  queries.write_text(
+    "\n".join([*lines[:middle], json.dumps(long_query), *lines[middle:]]) + "\n"
+  )
+
+  def rejected(directory):
+    with open(os.path.join(directory, store_lib.REJECTED)) as f:
+      return [json.loads(line) for line in f]
+
+  hessian_dir = tmp_path / "hessian"
+  hessian_lib.run_pipeline(
+    TestPipeline(),
+    options=hessian_lib.HessianOptions(
+      store_dir=str(stages["store"]),
+      queries=str(queries),
+      checkpoint=tiny_run["checkpoint"],
+      output_dir=str(hessian_dir),
+      encoder_config=CONFIG,
+      batch_size=16,
+    ),
+  )
+  (record,) = rejected(hessian_dir)
+  assert record["id"] == "q-too-long"
+  assert re.match(
+    r"too long: query has \d+ tokens > max_len=\d+", record["reason"]
+  )
+  # R_eval is the other queries' alone, as without the long one.
+  fitted = np.load(hessian_dir / "hessian.npz")
+  original = np.load(stages["hessian_dir"] / "hessian.npz")
+  for i in range(len(stages["hessian"]["block_sizes"])):
+    np.testing.assert_allclose(
+      fitted[f"eval_{i}"], original[f"eval_{i}"], rtol=1e-5, atol=1e-9
+    )
+
+  out = tmp_path / "report"
+  retrieve_lib.run_pipeline(
+    TestPipeline(),
+    options=retrieve_lib.RetrieveOptions(
+      queries=str(queries),
+      checkpoint=tiny_run["checkpoint"],
+      corpus=tiny_run["corpus"],
+      indexes=(("trackstar", str(stages["root"] / "index")),),
+      output_dir=str(out),
+      batch_size=16,
+    ),
+  )
+  assert [r["id"] for r in rejected(out)] == ["q-too-long"]
+  reported = {
+    r["query_id"]
+    for r in report_lib.read_report_jsonl(str(out / "report.jsonl"))
+  }
+  assert reported == {json.loads(line)["id"] for line in lines}
