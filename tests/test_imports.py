@@ -12,7 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("trak_jax", "pipelines")
 # Format modules: other tools read what they write, with no JAX installed.
-NO_JAX = ("trak_jax.fingerprint", "trak_jax.store")
+NO_JAX = ("trak_jax.fingerprint", "trak_jax.store", "trak_jax.tf_import")
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trak_jax import files
+from trak_jax import files, tf_import
 from trak_jax import tokenizer as tokenizer_lib
 
 
@@ -126,7 +126,7 @@ def _jsonl_lines(path: str) -> Iterator[tuple[str, bytes]]:
 
 
 def _tfrecord_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-  import tensorflow as tf  # Heavy; only TFRecord corpora need it.
+  tf = tf_import.tensorflow()  # Heavy; only TFRecord corpora need it.
 
   for number, raw in enumerate(
     tf.data.TFRecordDataset(path).as_numpy_iterator()
@@ -144,6 +144,7 @@ def _tfrecord_records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _tfds_records(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
   """Records of "tfds:NAME[/CONFIG][:SPLIT]" from a prepared local dataset."""
+  tf_import.tensorflow()  # Its device probe, before tfds runs an op.
   import tensorflow_datasets as tfds
 
   name, _, split = spec.removeprefix("tfds:").partition(":")

@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from trak_jax import tf_import
+
 
 def is_local(path: str | os.PathLike) -> bool:
   """Whether `path` is on local disk (has no `scheme://`)."""
@@ -39,15 +41,13 @@ def abspath(path: str) -> str:
 
 
 def _gfile():
-  import tensorflow as tf  # Heavy: only remote paths need it.
-
-  return tf.io.gfile
+  # Heavy: only remote paths need it.
+  return tf_import.tensorflow().io.gfile
 
 
 def _as_os_error(call: Callable[..., Any], *args, path: str) -> Any:
   """Runs a `tf.io.gfile` call, raising Python's errors for TF's."""
-  import tensorflow as tf
-
+  tf = tf_import.tensorflow()
   try:
     return call(*args)
   except tf.errors.NotFoundError as error:

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trak_jax import files
+from trak_jax import files, tf_import
 from trak_jax import fingerprint as fingerprint_lib
 
 MANIFEST = "manifest.json"
@@ -94,7 +94,7 @@ def shard_of(example_id: str, num_shards: int) -> int:
 
 
 def _serialize(record: EncodedRecord, dtype: np.dtype) -> bytes:
-  import tensorflow as tf
+  tf = tf_import.tensorflow()
 
   vector = np.ascontiguousarray(record.vector, dtype=dtype)
   feature = {
@@ -130,7 +130,7 @@ def write_shard(
 
   Records are written in the order given; callers sort them by id.
   """
-  import tensorflow as tf
+  tf = tf_import.tensorflow()
 
   files.makedirs(directory)
   name = shard_name(index, num_shards)
@@ -320,7 +320,7 @@ class EncodingStore:
     ]
 
   def _records(self, shard: dict[str, Any]) -> Iterator[bytes]:
-    import tensorflow as tf
+    tf = tf_import.tensorflow()
 
     path = os.path.join(self.directory, shard["file"])
     if not files.exists(path):
@@ -342,7 +342,7 @@ class EncodingStore:
       )
 
   def _parse(self, raw: bytes) -> EncodedRecord:
-    import tensorflow as tf
+    tf = tf_import.tensorflow()
 
     feature = tf.train.Example.FromString(raw).features.feature
     return EncodedRecord(
