@@ -18,8 +18,8 @@ def test_the_probe_is_kept_where_a_gpu_is_asked_for_or_present():
   assert tf_import.gpu_wanted({}, ["/dev/nvidia0"])
 
 
-# Writes and reads a TFRecord through the store's TensorFlow, then logs a
-# TensorFlow error of its own after the probe.
+# Writes and reads a TFRecord (the ops that probe CUDA), then writes a line
+# of its own to stderr.
 _SCRIPT = textwrap.dedent(
   """
   import os, sys

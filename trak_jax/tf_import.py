@@ -8,18 +8,22 @@ stderr in every job. `tensorflow()` runs the probe once with stderr sent to
 user asked for one (`JAX_PLATFORMS` names cuda or gpu): then the probe's
 output is kept, since a failure there is news. TensorFlow's later messages
 are untouched (unlike `TF_CPP_MIN_LOG_LEVEL=3`, which hides all its errors
-for the rest of the process).
+for the rest of the process). The probe holds a lock, so threads (Beam's
+DirectRunner has several) redirect stderr once; what another thread writes
+to stderr during the probe is lost.
 """
 
 import contextlib
 import glob
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 _GPU_PLATFORMS = ("cuda", "gpu", "rocm")
 _probed = False
+_probe_lock = threading.Lock()
 
 
 def gpu_wanted(
@@ -61,11 +65,12 @@ def tensorflow() -> Any:
   global _probed
   import tensorflow as tf  # Heavy: imported on first use only.
 
-  if not _probed:
-    _probed = True
-    if gpu_wanted():
-      tf.config.list_physical_devices("GPU")
-    else:
-      with _stderr_to_devnull():
+  if _probed:  # Per record in the store's writer: no lock once probed.
+    return tf
+  with _probe_lock:
+    if not _probed:
+      quiet = contextlib.nullcontext() if gpu_wanted() else _stderr_to_devnull()
+      with quiet:
         tf.config.list_physical_devices("GPU")
+      _probed = True
   return tf
